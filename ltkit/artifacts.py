@@ -1,0 +1,139 @@
+"""Artifact plumbing shared by every stage: input paths, atomic outputs, hashes, lineage.
+
+Every artifact is written as ``NAME.partial`` and renamed into place only when complete, so a
+crash never leaves a half-written file at the final path. Torch artifacts (checkpoints,
+classifiers, tables) are plain dicts of tensors and Python values, loaded with
+``weights_only=True`` only: a file that needs code to unpickle is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from ltkit import __version__
+from ltkit.errors import ArtifactError, ConfigError
+
+
+def resolve_input(path: str | os.PathLike) -> Path:
+    """A stage's input path; ``-`` reads it from the first non-empty line of stdin."""
+    text = str(path)
+    if text == "-":
+        lines = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+        if not lines:
+            raise ConfigError("input '-' means read a path from stdin, but stdin was empty; "
+                              "pipe the previous stage's output in, or give the path")
+        text = lines[-1]
+    resolved = Path(text).expanduser()
+    if not resolved.exists():
+        raise ArtifactError(f"{resolved} does not exist; give the path of an existing artifact")
+    return resolved
+
+
+def partial_path(final: str | os.PathLike) -> Path:
+    final = Path(final)
+    return final.with_name(final.name + ".partial")
+
+
+def check_output(path: str | os.PathLike, force: bool) -> Path:
+    """Refuse to overwrite an existing artifact unless ``force``; make its folder."""
+    path = Path(path).expanduser()
+    if path.exists() and not force:
+        raise ArtifactError(f"{path} already exists; choose another --out or pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def commit_partial(partial: Path, final: Path) -> None:
+    """Make a finished ``partial`` durable and rename it to ``final`` in one step."""
+    with open(partial, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(partial, final)
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def atomic_output(final: str | os.PathLike, suffix: str = ".partial") -> Iterator[Path]:
+    """Yield ``final + suffix`` to write; on success rename it to ``final``, on error remove it."""
+    final = Path(final)
+    partial = final.with_name(final.name + suffix)
+    try:
+        yield partial
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise
+    commit_partial(partial, final)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    return {"ltkit": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
+            "python": platform.python_version()}
+
+
+def make_lineage(parents: dict[str, str | os.PathLike], options: dict[str, Any],
+                 seed: int | None) -> dict[str, Any]:
+    """What made an artifact: parent paths + content hashes, options, seed, versions, time."""
+    return {
+        "parents": {role: {"path": str(Path(p).resolve()), "sha256": file_sha256(p)}
+                    for role, p in parents.items()},
+        "options": options,
+        "seed": seed,
+        "versions": versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_torch_artifact(obj: dict[str, Any], final: str | os.PathLike) -> Path:
+    """Write a dict of tensors / plain values atomically with torch.save."""
+    import torch
+
+    final = Path(final)
+    with atomic_output(final) as partial:
+        torch.save(obj, partial)
+    return final
+
+
+def load_torch_artifact(path: str | os.PathLike, expected_format: str) -> dict[str, Any]:
+    """Load a torch artifact written by ltkit; refuse anything that needs code to unpickle."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ArtifactError(f"{path} holds objects that would run code when loaded; ltkit only "
+                            f"loads plain tensors and values, so it refuses this file "
+                            f"({str(exc).splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is not a readable ltkit artifact (truncated or not a "
+                            f"torch file: {str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(obj, dict) or obj.get("format") != expected_format:
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise ArtifactError(f"{path} is not an {expected_format} artifact (found {found!r}); "
+                            f"give the output of the right ltkit stage")
+    return obj

@@ -1,0 +1,118 @@
+"""Classifiers on pooled features, and the classifier artifact.
+
+Every Phase-II result maps pooled features ``(B, C)`` to logits ``(B, K)``:
+
+- ``linear``: ``x @ W.T + b`` (the Phase-I FC, fine-tuned or re-trained; tau-normalisation
+  yields a linear classifier with ``W / ||W||^tau`` and no bias);
+- ``cosine``: ``scale * normalize(x) @ normalize(W).T`` (LDAM's head, the feature cloud's);
+- ``lws``: ``class_scale * (x @ W.T + b)``, one learned scale per class (Kang et al.);
+- ``ncm``: nearest class mean, ``W`` holds the class means; cosine similarity, or the
+  negative squared L2 distance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltkit.artifacts import load_torch_artifact, save_torch_artifact
+from ltkit.errors import ArtifactError, ConfigError
+
+FORMAT = "ltkit-classifier"
+FORMAT_VERSION = 1
+KINDS = ("linear", "cosine", "lws", "ncm")
+NCM_METRICS = ("cosine", "l2")
+
+
+class Classifier(nn.Module):
+    def __init__(self, kind: str, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                 scale: float | None = None, class_scale: torch.Tensor | None = None,
+                 metric: str = "cosine"):
+        super().__init__()
+        if kind not in KINDS:
+            raise ConfigError(f"unknown classifier kind {kind!r}; valid: {', '.join(KINDS)}")
+        if kind == "ncm" and metric not in NCM_METRICS:
+            raise ConfigError(f"unknown NCM metric {metric!r}; valid: {', '.join(NCM_METRICS)}")
+        self.kind, self.metric = kind, metric
+        self.weight = nn.Parameter(weight.detach().clone().float())  # (K, C)
+        self.bias = nn.Parameter(bias.detach().clone().float()) if bias is not None else None  # (K,)
+        self.scale = float(scale) if scale is not None else None
+        if kind == "lws":
+            init = class_scale if class_scale is not None else torch.ones(weight.shape[0])
+            self.class_scale = nn.Parameter(init.detach().clone().float())  # (K,)
+        else:
+            self.class_scale = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.weight.shape[1]
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        x = pooled.float()  # (B, C)
+        if self.kind == "cosine":
+            return (self.scale or 1.0) * F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
+        if self.kind == "ncm":
+            if self.metric == "cosine":
+                return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
+            return -torch.cdist(x, self.weight).pow(2)  # (B, K)
+        logits = x @ self.weight.T  # (B, K)
+        if self.bias is not None:
+            logits = logits + self.bias
+        if self.kind == "lws":
+            logits = logits * self.class_scale
+        return logits
+
+    def tau_normalized(self, tau: float) -> "Classifier":
+        """Kang et al.'s tau-normalisation: ``W_k / ||W_k||^tau``, bias dropped (linear kinds)."""
+        if self.kind not in ("linear", "lws"):
+            raise ConfigError(f"tau-normalisation applies to a linear classifier, not {self.kind!r}")
+        weight = self.weight.detach()
+        if self.kind == "lws":
+            weight = weight * self.class_scale.detach()[:, None]
+        norms = weight.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (K, 1)
+        return Classifier("linear", weight / norms.pow(tau), None)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "metric": self.metric, "scale": self.scale,
+                "weight": self.weight.detach().cpu(),
+                "bias": None if self.bias is None else self.bias.detach().cpu(),
+                "class_scale": None if self.class_scale is None else self.class_scale.detach().cpu()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Classifier":
+        return cls(state["kind"], state["weight"], state.get("bias"), scale=state.get("scale"),
+                   class_scale=state.get("class_scale"), metric=state.get("metric") or "cosine")
+
+    @classmethod
+    def from_store(cls, store) -> "Classifier":
+        """The Phase-I classifier saved in a feature store."""
+        head = store.classifier()
+        bias = torch.as_tensor(head["bias"]) if head.get("bias") is not None else None
+        return cls(head["kind"], torch.as_tensor(head["weight"]), bias, scale=head.get("scale"))
+
+
+def save_classifier(path: str | Path, clf: Classifier, *, method: str, lineage: dict[str, Any],
+                    options: dict[str, Any], history: list[dict[str, Any]] | None = None) -> Path:
+    """Write a classifier artifact; ``lineage["parents"]`` names its store (and table)."""
+    return save_torch_artifact({"format": FORMAT, "format_version": FORMAT_VERSION,
+                                "method": method, "classifier": clf.to_state(),
+                                "options": options, "lineage": lineage,
+                                "history": history or []}, path)
+
+
+def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    """A classifier artifact's classifier and its metadata (method, options, lineage, history)."""
+    obj = load_torch_artifact(path, FORMAT)
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path} is a classifier of format version {obj.get('format_version')}; "
+                            f"this ltkit reads version {FORMAT_VERSION}")
+    clf = Classifier.from_state(obj["classifier"])
+    return clf, {k: v for k, v in obj.items() if k != "classifier"}

@@ -1,0 +1,40 @@
+"""Name -> factory registries: every choice (backbone, loss, sampler, augmenter, ...) is a name."""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+from ltkit.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named collection of factories; unknown names raise an error that lists the valid ones."""
+
+    def __init__(self, kind: str):
+        self.kind = kind  # e.g. "backbone", shown in error messages
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._items[name] = obj
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items

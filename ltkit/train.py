@@ -1,0 +1,276 @@
+"""Phase I: train a backbone and its linear classifier on a long-tailed data set.
+
+The recipe, in order: data -> model -> loss -> sampler -> optimiser + schedule -> resume ->
+epoch loop -> checkpoint. Every epoch's randomness (sampler order, augmentation) is drawn
+from generators seeded by (seed, epoch), so a run resumed from its last completed epoch ends
+with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ltkit import console
+from ltkit.artifacts import (atomic_output, check_output, load_torch_artifact, make_lineage,
+                             partial_path, versions)
+from ltkit.checkpoint import FORMAT, FORMAT_VERSION
+from ltkit.data import DatasetSpec, build_splits
+from ltkit.device import resolve_device, seed_everything
+from ltkit.errors import ArtifactError, ConfigError
+from ltkit.losses import LOSSES, make_loss
+from ltkit.metrics import balanced_accuracy, group_accuracies, per_class_accuracy
+from ltkit.models import MODELS, create_model
+from ltkit.samplers import SAMPLERS, make_sampler
+
+SCHEDULES = ("cosine", "step")
+
+
+@dataclass
+class TrainConfig:
+    data: DatasetSpec                      # what to train on (source + long-tail profile)
+    arch: str = "resnet32"                 # backbone registry name
+    head: str = "auto"                     # linear | cosine; auto: cosine for ldam, else linear
+    pretrained: str | None = None          # local state-dict file for torchvision backbones
+    loss: str = "ce"                       # loss registry name
+    focal_gamma: float = 1.0               # focal loss gamma (>= 0)
+    cb_beta: float = 0.9999                # class-balanced loss beta, effective number, [0, 1)
+    ldam_max_m: float = 0.5                # LDAM largest margin (of the rarest class)
+    ldam_s: float = 30.0                   # LDAM logit scale
+    la_tau: float = 1.0                    # logit-adjustment tau (balanced softmax: 1)
+    drw_epoch: int | None = None           # deferred re-weighting from this epoch on (None: off)
+    sampler: str = "instance"              # sampler registry name
+    epochs: int = 30                       # training epochs
+    batch_size: int = 128                  # images per step
+    lr: float = 0.1                        # peak learning rate (SGD)
+    momentum: float = 0.9                  # SGD momentum
+    weight_decay: float = 5e-4             # L2 weight decay
+    schedule: str = "cosine"               # cosine | step (x0.1 at each milestone)
+    milestones: list[int] = field(default_factory=list)  # step schedule epochs; [] -> 80 %, 90 %
+    warmup_epochs: int = 1                 # linear warm-up epochs (LDAM-DRW: 5 of 200)
+    seed: int = 0                          # one seed for init, sampler and augmentation
+    device: str = "auto"                   # auto | cpu | cuda[:N]
+    workers: int = 0                       # DataLoader worker processes
+    amp: bool = True                       # mixed precision on CUDA (bf16 when supported)
+    eval_every: int = 0                    # test-set evaluation every N epochs (0: at the end)
+
+    def validate(self) -> None:
+        MODELS.get(self.arch), LOSSES.get(self.loss), SAMPLERS.get(self.sampler)
+        if self.head not in ("auto", "linear", "cosine"):
+            raise ConfigError(f"unknown head {self.head!r}; valid: auto, linear, cosine")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError("--lr must be positive")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"--warmup-epochs must lie in [0, epochs={self.epochs}]")
+        if self.drw_epoch is not None and not 0 <= self.drw_epoch < self.epochs:
+            raise ConfigError(f"--drw-epoch {self.drw_epoch} must lie in [0, epochs={self.epochs})")
+
+    def resolved_head(self) -> str:
+        return ("cosine" if self.loss == "ldam" else "linear") if self.head == "auto" else self.head
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Options that may change between a crash and its resume without changing the result.
+_RESUME_FREE = {"device", "workers", "eval_every"}
+
+
+def lr_at(cfg: TrainConfig, epoch: float) -> float:
+    """Learning rate at a fractional epoch: linear warm-up, then cosine or step decay."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1e-3) / cfg.warmup_epochs
+    if cfg.schedule == "cosine":
+        t = (epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+    milestones = cfg.milestones or [int(cfg.epochs * 0.8), int(cfg.epochs * 0.9)]
+    return cfg.lr * 0.1 ** sum(epoch >= m for m in milestones)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not (enabled and device.type == "cuda"):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+            amp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class and true label of every image the loader yields."""
+    model.eval()
+    preds, labels = [], []
+    for images, targets in loader:
+        with _autocast(device, amp):
+            logits = model(images.to(device, non_blocking=True))  # (B, K)
+        preds.append(logits.argmax(1).cpu())
+        labels.append(targets)
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, scaler, cfg: TrainConfig,
+                    epoch: int, device: torch.device, tracker) -> dict[str, float]:
+    model.train()
+    total_loss, correct, seen, steps = 0.0, 0, 0, len(loader)
+    for step, (images, targets) in enumerate(loader):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch + step / steps)
+        images = images.to(device, non_blocking=True)  # (B, C, H, W)
+        targets = targets.to(device, non_blocking=True)  # (B,)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, cfg.amp):
+            logits = model(images)  # (B, K)
+            loss = loss_fn(logits.float(), targets)
+        if not torch.isfinite(loss):
+            raise ConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
+                              "lower --lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+        tracker.advance(len(targets), epoch=f"{epoch + 1}/{cfg.epochs}", loss=total_loss / seen,
+                        acc=correct / seen, lr=optimizer.param_groups[0]["lr"])
+    return {"loss": total_loss / seen, "train_acc": correct / seen}
+
+
+def _evaluate(model, loader, splits, device, amp) -> dict[str, Any]:
+    preds, labels = predict(model, loader, device, amp)
+    k = len(splits.class_names)
+    per_class = per_class_accuracy(preds, labels, k)
+    return {"balanced_acc": balanced_accuracy(per_class),
+            "accuracy": float((preds == labels).mean()),
+            "per_class": [None if np.isnan(a) else float(a) for a in per_class],
+            "groups": group_accuracies(per_class, np.asarray(splits.train_counts))}
+
+
+def _resume_state(partial: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    if not partial.exists():
+        return None
+    state = load_torch_artifact(partial, FORMAT)
+    saved = {k: v for k, v in state.get("config", {}).items() if k not in _RESUME_FREE}
+    wanted = {k: v for k, v in cfg.as_dict().items() if k not in _RESUME_FREE}
+    if saved != wanted:
+        diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        raise ArtifactError(f"{partial} is an interrupted run with other options ({', '.join(diff)}); "
+                            "rerun with the same options to resume it, or pass --force to start over")
+    return state
+
+
+def train_backbone(cfg: TrainConfig, out: str | Path, *, force: bool = False,
+                   resume: bool = True) -> Path:
+    """Train a backbone; write its checkpoint atomically to ``out`` and return the path."""
+    cfg.validate()
+    out = check_output(out, force)
+    partial = partial_path(out)
+    if force or not resume:
+        partial.unlink(missing_ok=True)
+    device = resolve_device(cfg.device)
+
+    # 1. data
+    splits = build_splits(cfg.data, train_augment=True)
+    eval_splits = build_splits(cfg.data, train_augment=False)
+    k = len(splits.class_names)
+    console.log(f"data: {cfg.data.name}, {len(splits.train)} training images in {k} classes "
+                f"(largest {max(splits.train_counts)}, smallest {min(splits.train_counts)}), "
+                f"{len(splits.test)} test images")
+
+    # 2. model, 3. loss, 4. sampler (built before the loader that uses it)
+    seed_everything(cfg.seed)
+    model = create_model(cfg.arch, k, splits.in_channels, head=cfg.resolved_head(),
+                         pretrained=cfg.pretrained).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = make_loss(cfg.loss, splits.train_counts, focal_gamma=cfg.focal_gamma,
+                        cb_beta=cfg.cb_beta, ldam_max_m=cfg.ldam_max_m, ldam_s=cfg.ldam_s,
+                        la_tau=cfg.la_tau, drw_epoch=cfg.drw_epoch).to(device)
+    sampler = make_sampler(cfg.sampler, splits.train_labels, seed=cfg.seed, epochs=cfg.epochs)
+    pin = device.type == "cuda"
+    loader = DataLoader(splits.train, batch_size=cfg.batch_size, sampler=sampler,
+                        num_workers=cfg.workers, pin_memory=pin, drop_last=False,
+                        persistent_workers=cfg.workers > 0)
+    test_loader = DataLoader(eval_splits.test, batch_size=256, num_workers=cfg.workers,
+                             pin_memory=pin)
+
+    # 5. optimiser (the schedule is applied per step by lr_at)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda"
+                                  and not torch.cuda.is_bf16_supported())
+
+    # 6. resume
+    start_epoch, history = 0, []
+    state = _resume_state(partial, cfg) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, history = state["epoch"], state["history"]
+        console.log(f"resuming {partial} after epoch {start_epoch}/{cfg.epochs}")
+
+    def payload(epoch: int, metrics: dict[str, Any], final: bool) -> dict[str, Any]:
+        obj = {"format": FORMAT, "format_version": FORMAT_VERSION,
+               "model_state": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+               "arch": cfg.arch, "head": cfg.resolved_head(), "num_classes": k,
+               "in_channels": splits.in_channels, "class_names": list(splits.class_names),
+               "class_counts": [int(c) for c in splits.train_counts],
+               "dataset": dataclasses.asdict(cfg.data), "config": cfg.as_dict(),
+               "kept_indices": (torch.as_tensor(splits.kept_indices)
+                                if splits.kept_indices is not None else None),
+               "lineage": make_lineage({}, cfg.as_dict(), cfg.seed), "versions": versions(),
+               "metrics": metrics, "epoch": epoch, "history": history}
+        if not final:
+            obj.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict())
+        return obj
+
+    # 7. epoch loop
+    metrics: dict[str, Any] = {}
+    steps_total = (cfg.epochs - start_epoch) * len(sampler)
+    with console.progress(steps_total, "train", unit="img") as tracker:
+        for epoch in range(start_epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed * 100_003 + epoch)  # this epoch's augmentation draws
+            sampler.set_epoch(epoch)
+            loss_fn.set_epoch(epoch)
+            t0 = time.perf_counter()
+            stats = train_one_epoch(model, loader, loss_fn, optimizer, scaler, cfg, epoch,
+                                    device, tracker)
+            stats["epoch_seconds"] = time.perf_counter() - t0
+            line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {stats['loss']:.4f}, "
+                    f"train acc {stats['train_acc']:.3f}, {stats['epoch_seconds']:.1f} s")
+            last = epoch + 1 == cfg.epochs
+            if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                metrics = _evaluate(model, test_loader, eval_splits, device, cfg.amp)
+                stats["test_balanced_acc"] = metrics["balanced_acc"]
+                line += f", test balanced acc {metrics['balanced_acc']:.4f}"
+            history.append(stats)
+            console.log(line)
+            if not last:  # the resume point: written atomically after every epoch
+                with atomic_output(partial, suffix=".tmp") as tmp:
+                    torch.save(payload(epoch + 1, metrics, final=False), tmp)
+
+    # 8. the checkpoint
+    groups = metrics["groups"]
+    console.log("test: balanced acc {:.4f}; ".format(metrics["balanced_acc"]) + ", ".join(
+        f"{g} {v['accuracy']:.4f} ({v['classes']} classes)" if v["accuracy"] is not None
+        else f"{g} empty" for g, v in groups.items()))
+    with atomic_output(out, suffix=".tmp") as tmp:
+        torch.save(payload(cfg.epochs, metrics, final=True), tmp)
+    partial.unlink(missing_ok=True)
+    return out
