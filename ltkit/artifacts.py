@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ltkit import __version__
 from ltkit.errors import ArtifactError, ConfigError
@@ -48,6 +48,24 @@ def check_output(path: str | os.PathLike, force: bool) -> Path:
         raise ArtifactError(f"{path} already exists; choose another --out or pass --force to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def reuse_existing(path: str | os.PathLike, force: bool, matches: Callable[[Path], bool]) -> bool:
+    """True when ``path`` already holds this very artifact (same options), so a rerun can skip.
+
+    An existing file made otherwise is never overwritten without ``force``: that raises.
+    """
+    path = Path(path).expanduser()
+    if force or not path.exists():
+        return False
+    try:
+        same = matches(path)
+    except ArtifactError:
+        same = False
+    if not same:
+        raise ArtifactError(f"{path} already exists and was made with other options (or is not an "
+                            "ltkit artifact); choose another --out or pass --force to replace it")
+    return True
 
 
 def commit_partial(partial: Path, final: Path) -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from ltkit import console
 from ltkit.artifacts import (atomic_output, check_output, load_torch_artifact, make_lineage,
-                             partial_path, versions)
+                             partial_path, reuse_existing, versions)
 from ltkit.checkpoint import FORMAT, FORMAT_VERSION
 from ltkit.data import DatasetSpec, build_splits
 from ltkit.device import resolve_device, seed_everything
@@ -161,14 +161,23 @@ def _evaluate(model, loader, splits, device, amp) -> dict[str, Any]:
             "groups": group_accuracies(per_class, np.asarray(splits.train_counts))}
 
 
+def _option_diff(ckpt: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """Options (that change the result) on which a checkpoint differs from ``cfg``."""
+    saved = {k: v for k, v in ckpt.get("config", {}).items() if k not in _RESUME_FREE}
+    wanted = {k: v for k, v in cfg.as_dict().items() if k not in _RESUME_FREE}
+    return sorted(k for k in wanted if saved.get(k) != wanted[k])
+
+
+def _same_options(ckpt: dict[str, Any], cfg: TrainConfig) -> bool:
+    return "optimizer" not in ckpt and not _option_diff(ckpt, cfg)
+
+
 def _resume_state(partial: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     if not partial.exists():
         return None
     state = load_torch_artifact(partial, FORMAT)
-    saved = {k: v for k, v in state.get("config", {}).items() if k not in _RESUME_FREE}
-    wanted = {k: v for k, v in cfg.as_dict().items() if k not in _RESUME_FREE}
-    if saved != wanted:
-        diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    diff = _option_diff(state, cfg)
+    if diff:
         raise ArtifactError(f"{partial} is an interrupted run with other options ({', '.join(diff)}); "
                             "rerun with the same options to resume it, or pass --force to start over")
     return state
@@ -178,7 +187,10 @@ def train_backbone(cfg: TrainConfig, out: str | Path, *, force: bool = False,
                    resume: bool = True) -> Path:
     """Train a backbone; write its checkpoint atomically to ``out`` and return the path."""
     cfg.validate()
-    out = check_output(out, force)
+    if reuse_existing(out, force, lambda p: _same_options(load_torch_artifact(p, FORMAT), cfg)):
+        console.log(f"{out} exists with the same options: reusing it (--force to retrain)")
+        return Path(out)
+    out = check_output(out, force=True)
     partial = partial_path(out)
     if force or not resume:
         partial.unlink(missing_ok=True)

@@ -44,6 +44,18 @@ def test_train_writes_a_weights_only_checkpoint(tmp_path):
     assert not out.with_name("b.pt.partial").exists()
 
 
+def test_rerun_with_same_options_reuses_the_checkpoint(tmp_path):
+    out = tmp_path / "b.pt"
+    assert run_cli("train-backbone", *TINY, "--epochs", "1", "--out", str(out)).exit_code == 0
+    before = out.stat().st_mtime_ns
+    again = run_cli("train-backbone", *TINY, "--epochs", "1", "--out", str(out))
+    assert again.exit_code == 0 and again.stdout.strip() == str(out)
+    assert "reusing" in again.stderr and out.stat().st_mtime_ns == before
+    other = run_cli("train-backbone", *TINY, "--epochs", "1", "--lr", "0.05", "--out", str(out))
+    assert other.exit_code == 2 and "--force" in other.stderr
+    assert out.stat().st_mtime_ns == before
+
+
 def test_existing_output_needs_force(tmp_path):
     out = tmp_path / "b.pt"
     out.write_bytes(b"precious")
