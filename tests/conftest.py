@@ -1,0 +1,12 @@
+"""Shared test settings: one torch thread per test (the CI machine has 2 cores)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
