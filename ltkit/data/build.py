@@ -1,0 +1,68 @@
+"""`build_splits`: a source's full data -> long-tailed train, validation and balanced test splits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ltkit.data.profile import resolve_counts, select_long_tail
+from ltkit.data.sources import DATASETS, SourceData
+from ltkit.data.spec import DatasetSpec, Splits, check_spec
+from ltkit.data.transforms import make_transform
+from ltkit.errors import ConfigError
+
+
+def _normalisation(spec: DatasetSpec, source: SourceData) -> None:
+    """Put the spec's mean/std (when given) on the source, checking one value per channel."""
+    for name in ("mean", "std"):
+        values = getattr(spec, name)
+        if values is None:
+            continue
+        if len(values) != source.in_channels:
+            raise ConfigError(f"{name} has {len(values)} values but {spec.name} has "
+                              f"{source.in_channels} channel(s); give one per channel")
+        setattr(source, name, tuple(float(v) for v in values))
+
+
+def build_splits(spec: DatasetSpec, *, train_augment: bool = True) -> Splits:
+    """Train / val / test datasets of `spec` (see `ltkit.data.profile` for the protocol).
+
+    `train_augment=False` gives the training split with the evaluation transform (for extract).
+    The validation split comes from the training images the profile left out, or, for an
+    imagefolder source with its own val/ folder or val list, is that split; never trained on.
+    """
+    check_spec(spec)
+    source = DATASETS.get(spec.name)(spec)
+    _normalisation(spec, source)
+    names = source.class_names
+    labels = source.train.labels  # (N_source,) int64
+    sizes = np.bincount(labels, minlength=len(names)).tolist()
+    counts = resolve_counts(sizes, names, imbalance=spec.imbalance, profile=spec.profile, counts=spec.counts)
+    carve = spec.val_per_class if source.own_val is None else 0  # an own val split is used as it is
+    selection = select_long_tail(labels, counts, val_per_class=carve, seed=spec.selection_seed,
+                                 class_names=names)
+
+    train_tf = make_transform(source, train=train_augment)
+    eval_tf = make_transform(source, train=False)
+    val, val_labels = None, None
+    if selection.val is not None:
+        val = source.train.dataset(selection.val, eval_tf)
+        val_labels = labels[selection.val]
+    elif source.own_val is not None and spec.val_per_class > 0:
+        val = source.own_val.dataset(None, eval_tf)
+        val_labels = source.own_val.labels
+    return Splits(
+        train=source.train.dataset(selection.train, train_tf),
+        val=val,
+        test=source.test.dataset(None, eval_tf),
+        train_labels=labels[selection.train],
+        class_names=list(names),
+        train_counts=selection.train_counts,
+        in_channels=source.in_channels,
+        image_size=source.image_size,
+        kept_indices=selection.train,
+        val_indices=selection.val,
+        val_labels=val_labels,
+        test_labels=source.test.labels,
+        mean=source.mean,
+        std=source.std,
+    )

@@ -1,0 +1,134 @@
+"""Image files on disk, in class folders or in list files, optionally with a long-tail profile.
+
+Folders: ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*``; class order is the sorted
+folder names of train/ (torchvision's ImageFolder order). With no test/, ``ROOT/val/`` is the
+test split (and a validation split, if any, is carved out of train by val_per_class); with
+both test/ and val/, val/ is the data set's own validation split.
+
+List files (ImageNet-LT / Places-LT format): spec.train_list, spec.test_list and optionally
+spec.val_list, each with lines ``relative/path.jpg label`` (paths relative to ROOT; a leading
+"/" is dropped, as in Places-LT's lists). A list file path is used as given, else looked up
+under ROOT. With no test_list, val_list is the test split. K = largest train label + 1;
+class names are the images' parent folder names when those are distinct per label, else the
+label numbers.
+
+Images are decoded on access (grayscale or colour: spec.channels, or detected from the first
+training image) and resized by the transform to spec.image_size (default 224).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from ltkit.data.datasets import FilePool, image_channels
+from ltkit.data.sources import DATASETS, SourceData, existing_root
+from ltkit.data.spec import DatasetSpec
+from ltkit.errors import ConfigError, DataError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)  # the average of ImageNet's channels
+Files = tuple[list[str], np.ndarray]  # image paths, labels (N,) int64
+LAYOUT = "expected ROOT/train/<class>/*.png and ROOT/test/<class>/* (or val/), or --train-list/--test-list"
+
+
+def _scan_folder(folder: Path, class_to_idx: dict[str, int]) -> Files:
+    """Paths and labels of the images in folder/<class>/ (classes must be those of train/)."""
+    try:
+        names, _ = find_classes(folder)
+    except FileNotFoundError:
+        raise DataError(f"no class folders in {folder}; {LAYOUT}") from None
+    foreign = sorted(set(names) - set(class_to_idx))
+    if foreign:
+        raise DataError(f"{folder} has class folder(s) {', '.join(foreign[:5])} that train/ does not have")
+    try:
+        samples = make_dataset(folder, {n: class_to_idx[n] for n in names}, extensions=IMG_EXTENSIONS)
+    except FileNotFoundError as e:
+        raise DataError(f"{folder}: {e}".strip()) from None
+    return [p for p, _ in samples], np.array([c for _, c in samples], dtype=np.int64)
+
+
+def _from_folders(root: Path) -> tuple[Files, Files, Files | None, list[str]]:
+    if not (root / "train").is_dir():
+        raise DataError(f"no train/ folder under {root}; {LAYOUT}")
+    try:
+        names, class_to_idx = find_classes(root / "train")
+    except FileNotFoundError:
+        raise DataError(f"no class folders in {root / 'train'}; {LAYOUT}") from None
+    train = _scan_folder(root / "train", class_to_idx)
+    has_test, has_val = (root / "test").is_dir(), (root / "val").is_dir()
+    if not has_test and not has_val:
+        raise DataError(f"no test/ or val/ folder under {root}; {LAYOUT}")
+    test = _scan_folder(root / ("test" if has_test else "val"), class_to_idx)
+    own_val = _scan_folder(root / "val", class_to_idx) if has_test and has_val else None
+    return train, test, own_val, names
+
+
+def _list_path(root: Path, given: str) -> Path:
+    path = Path(given).expanduser()
+    if not path.is_file() and (root / given).is_file():
+        path = root / given
+    if not path.is_file():
+        raise DataError(f"list file {given} not found (as given, nor under {root})")
+    return path
+
+
+def read_list(root: Path, given: str) -> Files:
+    """Paths (under root) and labels of a `relative/path.jpg label` list file."""
+    path = _list_path(root, given)
+    paths, labels = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
+            raise DataError(f"{path}:{number}: expected 'relative/path.jpg label', got {line.strip()!r}")
+        paths.append(str(root / parts[0].strip().lstrip("/")))
+        labels.append(int(parts[1]))
+    if not paths:
+        raise DataError(f"list file {path} has no entries")
+    return paths, np.array(labels, dtype=np.int64)
+
+
+def _names_from_paths(paths: list[str], labels: np.ndarray, k: int) -> list[str]:
+    """Parent folder name of each label's first image, when that names every class distinctly."""
+    names: dict[int, str] = {}
+    for p, c in zip(paths, labels):
+        names.setdefault(int(c), Path(p).parent.name)
+    if len(names) == k and len(set(names.values())) == k:
+        return [names[c] for c in range(k)]
+    return [str(c) for c in range(k)]
+
+
+def _from_lists(root: Path, spec: DatasetSpec) -> tuple[Files, Files, Files | None, list[str]]:
+    if spec.test_list is None and spec.val_list is None:
+        raise ConfigError("--train-list needs --test-list (or --val-list) to give the evaluation images")
+    train = read_list(root, spec.train_list)
+    k = int(train[1].max()) + 1
+    test = read_list(root, spec.test_list or spec.val_list)
+    own_val = read_list(root, spec.val_list) if spec.test_list and spec.val_list else None
+    for split in (test, own_val):
+        if split is not None and split[1].max() >= k:
+            raise DataError(f"an evaluation list has label {split[1].max()} but the train list only 0..{k - 1}")
+    return train, test, own_val, _names_from_paths(*train, k)
+
+
+@DATASETS.register("imagefolder")
+def load_imagefolder(spec: DatasetSpec) -> SourceData:
+    root = existing_root(spec, LAYOUT)
+    if spec.train_list is not None:
+        train, test, own_val, names = _from_lists(root, spec)
+    else:
+        if spec.test_list or spec.val_list:
+            raise ConfigError("--test-list/--val-list need --train-list too")
+        train, test, own_val, names = _from_folders(root)
+    channels = spec.channels or image_channels(train[0][0])
+    gray = channels == 1
+    return SourceData(
+        train=FilePool(*train, channels), test=FilePool(*test, channels),
+        own_val=FilePool(*own_val, channels) if own_val else None,
+        class_names=names, in_channels=channels, native_size=None, image_size=spec.image_size or 224,
+        mean=GRAY_MEAN if gray else IMAGENET_MEAN, std=GRAY_STD if gray else IMAGENET_STD,
+        augment="resized-crop")

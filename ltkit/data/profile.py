@@ -1,0 +1,116 @@
+"""Long-tail profiles and the LDAM-DRW selection of which training images are kept.
+
+Counts (Cao et al., LDAM-DRW, `IMBALANCECIFAR.get_img_num_per_cls`): with n_max the images
+per class of the source and IF the imbalance factor,
+- "exp": class i keeps ``int(n_max * (1 / IF) ** (i / (K - 1)))`` images;
+- "step": the first K // 2 classes keep n_max, the rest ``int(n_max * (1 / IF))``;
+- explicit counts (e.g. GAMO's 4000,2000,...,40) override both.
+
+Selection (`IMBALANCECIFAR.gen_imbalanced_data`): ``rng = np.random.RandomState(seed)``; for
+each class c in order 0..K-1, ``idx = np.where(labels == c)[0]; rng.shuffle(idx)`` and the
+first n_c entries are kept. With seed 0 this is the same sequence as their
+``np.random.seed(0); np.random.shuffle(idx)``, so the kept images are exactly theirs.
+
+Validation: N = val_per_class images of each class are taken from the END of its shuffled
+list, i.e. from the images the profile left out, so the published training subset is
+untouched. A class that left out fewer than N images (the head class, which keeps all of its
+images) gives the missing ones from the end of its kept list and trains on that many fewer;
+`Selection.train_counts` are the true training counts. With N = 0 there is no validation
+split and the training subset is exactly the published one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ltkit.errors import ConfigError, DataError
+
+
+def long_tail_counts(n_max: int, num_classes: int, imbalance: float, profile: str = "exp") -> list[int]:
+    """Per-class image counts of the LDAM-DRW profile (class 0 is the head)."""
+    if imbalance < 1:
+        raise ConfigError(f"imbalance must be >= 1 (n_max / n_min; 1 = balanced), got {imbalance}")
+    factor = 1.0 / imbalance  # LDAM-DRW's imb_factor; kept as a product so the counts match theirs
+    k = num_classes
+    if profile == "exp":
+        if k == 1:
+            return [int(n_max)]
+        return [int(n_max * factor ** (i / (k - 1.0))) for i in range(k)]
+    if profile == "step":
+        head = k // 2
+        return [int(n_max)] * head + [int(n_max * factor)] * (k - head)
+    raise ConfigError(f"unknown profile {profile!r}; valid profiles: exp, step")
+
+
+def resolve_counts(
+    class_sizes: list[int],
+    class_names: list[str],
+    *,
+    imbalance: float,
+    profile: str,
+    counts: list[int] | None,
+) -> list[int]:
+    """The per-class counts to keep, checked against what each class of the source has.
+
+    n_max is the largest class. `imbalance == 1` (with no explicit counts) keeps every image,
+    also of a source whose classes differ in size.
+    """
+    k = len(class_sizes)
+    if any(size == 0 for size in class_sizes):
+        empty = [class_names[c] for c, size in enumerate(class_sizes) if size == 0]
+        raise DataError(f"class(es) {', '.join(empty)} have no training images; every class needs some")
+    if counts is not None:
+        if len(counts) != k:
+            raise ConfigError(f"counts has {len(counts)} values but the data set has {k} classes; "
+                              "give one count per class")
+        wanted = list(counts)
+        source = "counts"
+    elif imbalance == 1:
+        return list(class_sizes)
+    else:
+        wanted = long_tail_counts(max(class_sizes), k, imbalance, profile)
+        source = f"the {profile} profile with imbalance {imbalance:g}"
+    for c, (n, size) in enumerate(zip(wanted, class_sizes)):
+        if n <= 0:
+            raise ConfigError(f"{source} gives class {class_names[c]!r} {n} images; "
+                              "use a smaller imbalance or explicit counts > 0")
+        if n > size:
+            raise ConfigError(f"{source} asks for {n} images of class {class_names[c]!r}, which has {size}; "
+                              "lower the count or use --imbalance 1")
+    return wanted
+
+
+@dataclass
+class Selection:
+    """Which source training images go where; indices are rows of the source training set."""
+
+    published: np.ndarray  # (sum counts,) int64, the kept subset of the protocol, class by class
+    train: np.ndarray  # (N,) int64, the images trained on (published minus any val taken from it)
+    val: np.ndarray | None  # (K * val_per_class,) int64, class by class; None when val_per_class is 0
+    train_counts: list[int]  # images per class in `train`
+
+
+def select_long_tail(labels: np.ndarray, counts: list[int], *, val_per_class: int = 0,
+                     seed: int = 0, class_names: list[str] | None = None) -> Selection:
+    """LDAM-DRW's kept subset of `labels` (N,) for `counts`, plus a validation split (docstring above)."""
+    rng = np.random.RandomState(seed)
+    published, train, val, train_counts = [], [], [], []
+    for c, n in enumerate(counts):
+        idx = np.where(labels == c)[0]  # (m,) rows of class c, in source order
+        rng.shuffle(idx)  # same draws as LDAM-DRW: every class is shuffled, in class order
+        m = len(idx)
+        if val_per_class >= m:
+            name = class_names[c] if class_names else str(c)
+            raise ConfigError(f"class {name!r} has {m} training images; val_per_class {val_per_class} "
+                              "leaves none to train on; lower --val-per-class")
+        published.append(idx[:n])
+        n_train = min(n, m - val_per_class)  # the head class gives up images it would have kept
+        train.append(idx[:n_train])
+        train_counts.append(int(n_train))
+        if val_per_class:
+            val.append(idx[m - val_per_class:])
+    as_index = lambda parts: np.concatenate(parts).astype(np.int64)  # noqa: E731
+    return Selection(published=as_index(published), train=as_index(train),
+                     val=as_index(val) if val_per_class else None, train_counts=train_counts)
