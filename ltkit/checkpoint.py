@@ -1,7 +1,7 @@
 """The backbone checkpoint: a plain dict that ``torch.load(path, weights_only=True)`` reads.
 
 Keys: format, format_version, model_state, arch, head, num_classes, in_channels, class_names,
-class_counts, dataset (the DatasetSpec as a dict), config (the TrainConfig as a dict),
+head_scale (cosine head), class_counts, dataset (the DatasetSpec as a dict), config (the TrainConfig as a dict),
 lineage, versions, metrics. A resume state (``NAME.partial``) adds optimizer, scheduler,
 scaler and epoch.
 """
@@ -34,6 +34,8 @@ def load_backbone(path: str | Path, device: torch.device | str = "cpu") -> tuple
 
     ckpt = read_checkpoint(path)
     model = create_model(ckpt["arch"], ckpt["num_classes"], ckpt["in_channels"], head=ckpt["head"])
+    if ckpt.get("head_scale") is not None:
+        model.fc.scale = float(ckpt["head_scale"])
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as exc:

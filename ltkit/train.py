@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ltkit import console
@@ -25,11 +26,12 @@ from ltkit.artifacts import (atomic_output, check_output, load_torch_artifact, m
                              partial_path, reuse_existing, versions)
 from ltkit.checkpoint import FORMAT, FORMAT_VERSION
 from ltkit.data import DatasetSpec, build_splits
-from ltkit.device import resolve_device, seed_everything
+from ltkit import distributed
+from ltkit.device import seed_everything
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.losses import LOSSES, make_loss
 from ltkit.metrics import balanced_accuracy, group_accuracies, per_class_accuracy
-from ltkit.models import MODELS, create_model
+from ltkit.models import HEADS, MODELS, create_model
 from ltkit.samplers import SAMPLERS, make_sampler
 
 SCHEDULES = ("cosine", "step")
@@ -48,9 +50,10 @@ class TrainConfig:
     ldam_s: float = 30.0                   # LDAM logit scale
     la_tau: float = 1.0                    # logit-adjustment tau (balanced softmax: 1)
     drw_epoch: int | None = None           # deferred re-weighting from this epoch on (None: off)
+    augment: bool = True                   # train-time augmentation (crop, flip, ...) of the data set
     sampler: str = "instance"              # sampler registry name
     epochs: int = 30                       # training epochs
-    batch_size: int = 128                  # images per step
+    batch_size: int = 128                  # images per step, over all processes under torchrun
     lr: float = 0.1                        # peak learning rate (SGD)
     momentum: float = 0.9                  # SGD momentum
     weight_decay: float = 5e-4             # L2 weight decay
@@ -65,8 +68,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         MODELS.get(self.arch), LOSSES.get(self.loss), SAMPLERS.get(self.sampler)
-        if self.head not in ("auto", "linear", "cosine"):
-            raise ConfigError(f"unknown head {self.head!r}; valid: auto, linear, cosine")
+        if self.head != "auto":
+            HEADS.get(self.head)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         for name in ("epochs", "batch_size"):
@@ -185,39 +188,62 @@ def _resume_state(partial: Path, cfg: TrainConfig) -> dict[str, Any] | None:
 
 def train_backbone(cfg: TrainConfig, out: str | Path, *, force: bool = False,
                    resume: bool = True) -> Path:
-    """Train a backbone; write its checkpoint atomically to ``out`` and return the path."""
+    """Train a backbone; write its checkpoint atomically to ``out`` and return the path.
+
+    Under torchrun every process calls this; rank 0 alone logs and writes.
+    """
     cfg.validate()
+    with distributed.session(cfg.device) as ctx:
+        if not ctx.is_main:
+            console.configure(quiet=True)
+        return _train(cfg, Path(out), ctx, force=force, resume=resume)
+
+
+def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: bool,
+           resume: bool) -> Path:
     if reuse_existing(out, force, lambda p: _same_options(load_torch_artifact(p, FORMAT), cfg)):
         console.log(f"{out} exists with the same options: reusing it (--force to retrain)")
-        return Path(out)
-    out = check_output(out, force=True)
+        return out
     partial = partial_path(out)
-    if force or not resume:
-        partial.unlink(missing_ok=True)
-    device = resolve_device(cfg.device)
+    if ctx.is_main:
+        check_output(out, force=True)
+        if force or not resume:
+            partial.unlink(missing_ok=True)
+    ctx.barrier()
+    device = ctx.device
+    if cfg.batch_size % ctx.world_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly over "
+                          f"{ctx.world_size} processes")
 
     # 1. data
-    splits = build_splits(cfg.data, train_augment=True)
+    splits = build_splits(cfg.data, train_augment=cfg.augment)
     eval_splits = build_splits(cfg.data, train_augment=False)
     k = len(splits.class_names)
     console.log(f"data: {cfg.data.name}, {len(splits.train)} training images in {k} classes "
                 f"(largest {max(splits.train_counts)}, smallest {min(splits.train_counts)}), "
-                f"{len(splits.test)} test images")
+                f"{len(splits.test)} test images"
+                + (f"; {ctx.world_size} processes" if ctx.active else ""))
 
     # 2. model, 3. loss, 4. sampler (built before the loader that uses it)
     seed_everything(cfg.seed)
     model = create_model(cfg.arch, k, splits.in_channels, head=cfg.resolved_head(),
-                         pretrained=cfg.pretrained).to(device)
+                         pretrained=cfg.pretrained)
+    if cfg.resolved_head() == "cosine":
+        model.fc.scale = cfg.ldam_s  # LDAM subtracts s * margin from logits scaled by s
+    if ctx.active:  # BatchNorm statistics over the global batch (before the optimiser sees it)
+        model = distributed.convert_batchnorm(model, device)
+    model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     loss_fn = make_loss(cfg.loss, splits.train_counts, focal_gamma=cfg.focal_gamma,
                         cb_beta=cfg.cb_beta, ldam_max_m=cfg.ldam_max_m, ldam_s=cfg.ldam_s,
                         la_tau=cfg.la_tau, drw_epoch=cfg.drw_epoch).to(device)
-    sampler = make_sampler(cfg.sampler, splits.train_labels, seed=cfg.seed, epochs=cfg.epochs)
+    sampler = make_sampler(cfg.sampler, splits.train_labels, seed=cfg.seed, epochs=cfg.epochs,
+                           rank=ctx.rank, world_size=ctx.world_size)
     pin = device.type == "cuda"
-    loader = DataLoader(splits.train, batch_size=cfg.batch_size, sampler=sampler,
-                        num_workers=cfg.workers, pin_memory=pin, drop_last=False,
-                        persistent_workers=cfg.workers > 0)
+    loader = DataLoader(splits.train, batch_size=cfg.batch_size // ctx.world_size,
+                        sampler=sampler, num_workers=cfg.workers, pin_memory=pin,
+                        drop_last=False, persistent_workers=cfg.workers > 0)
     test_loader = DataLoader(eval_splits.test, batch_size=256, num_workers=cfg.workers,
                              pin_memory=pin)
 
@@ -236,53 +262,64 @@ def train_backbone(cfg: TrainConfig, out: str | Path, *, force: bool = False,
         scaler.load_state_dict(state["scaler"])
         start_epoch, history = state["epoch"], state["history"]
         console.log(f"resuming {partial} after epoch {start_epoch}/{cfg.epochs}")
+    net = model
+    if ctx.active:  # one replica per process
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def payload(epoch: int, metrics: dict[str, Any], final: bool) -> dict[str, Any]:
         obj = {"format": FORMAT, "format_version": FORMAT_VERSION,
-               "model_state": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-               "arch": cfg.arch, "head": cfg.resolved_head(), "num_classes": k,
-               "in_channels": splits.in_channels, "class_names": list(splits.class_names),
+               "model_state": _plain_state(model), "arch": cfg.arch,
+               "head": cfg.resolved_head(), "head_scale": getattr(model.fc, "scale", None),
+               "num_classes": k, "in_channels": splits.in_channels,
+               "class_names": list(splits.class_names),
                "class_counts": [int(c) for c in splits.train_counts],
                "dataset": dataclasses.asdict(cfg.data), "config": cfg.as_dict(),
                "kept_indices": (torch.as_tensor(splits.kept_indices)
                                 if splits.kept_indices is not None else None),
                "lineage": make_lineage({}, cfg.as_dict(), cfg.seed), "versions": versions(),
-               "metrics": metrics, "epoch": epoch, "history": history}
+               "metrics": metrics, "epoch": epoch, "history": history,
+               "world_size": ctx.world_size}
         if not final:
             obj.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict())
         return obj
 
     # 7. epoch loop
     metrics: dict[str, Any] = {}
-    steps_total = (cfg.epochs - start_epoch) * len(sampler)
-    with console.progress(steps_total, "train", unit="img") as tracker:
+    with console.progress((cfg.epochs - start_epoch) * len(sampler), "train", unit="img") as tracker:
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(cfg.seed * 100_003 + epoch)  # this epoch's augmentation draws
             sampler.set_epoch(epoch)
             loss_fn.set_epoch(epoch)
             t0 = time.perf_counter()
-            stats = train_one_epoch(model, loader, loss_fn, optimizer, scaler, cfg, epoch,
+            stats = train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg, epoch,
                                     device, tracker)
             stats["epoch_seconds"] = time.perf_counter() - t0
             line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {stats['loss']:.4f}, "
                     f"train acc {stats['train_acc']:.3f}, {stats['epoch_seconds']:.1f} s")
             last = epoch + 1 == cfg.epochs
-            if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+            if ctx.is_main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
                 metrics = _evaluate(model, test_loader, eval_splits, device, cfg.amp)
                 stats["test_balanced_acc"] = metrics["balanced_acc"]
                 line += f", test balanced acc {metrics['balanced_acc']:.4f}"
             history.append(stats)
             console.log(line)
-            if not last:  # the resume point: written atomically after every epoch
+            if ctx.is_main and not last:  # the resume point, written atomically every epoch
                 with atomic_output(partial, suffix=".tmp") as tmp:
                     torch.save(payload(epoch + 1, metrics, final=False), tmp)
+            ctx.barrier()
 
     # 8. the checkpoint
-    groups = metrics["groups"]
-    console.log("test: balanced acc {:.4f}; ".format(metrics["balanced_acc"]) + ", ".join(
-        f"{g} {v['accuracy']:.4f} ({v['classes']} classes)" if v["accuracy"] is not None
-        else f"{g} empty" for g, v in groups.items()))
-    with atomic_output(out, suffix=".tmp") as tmp:
-        torch.save(payload(cfg.epochs, metrics, final=True), tmp)
-    partial.unlink(missing_ok=True)
+    if ctx.is_main:
+        console.log("test: balanced acc {:.4f}; ".format(metrics["balanced_acc"]) + ", ".join(
+            f"{g} {v['accuracy']:.4f} ({v['classes']} classes)" if v["accuracy"] is not None
+            else f"{g} empty" for g, v in metrics["groups"].items()))
+        with atomic_output(out, suffix=".tmp") as tmp:
+            torch.save(payload(cfg.epochs, metrics, final=True), tmp)
+        partial.unlink(missing_ok=True)
+    ctx.barrier()
     return out
+
+
+def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights as plain CPU tensors (loadable into an unconverted model)."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

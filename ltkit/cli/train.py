@@ -11,6 +11,7 @@ from ltkit.cli import app
 from ltkit.cli.common import (Debug, Device, Force, Out, Quiet, Seed, Workers, emit_path,
                               parse_int_list, run_stage)
 from ltkit.data import DATASETS, DatasetSpec
+from ltkit.distributed import env_rank
 from ltkit.losses import LOSSES
 from ltkit.models import MODELS
 from ltkit.samplers import SAMPLERS
@@ -65,6 +66,7 @@ def train_backbone_cmd(
     ldam_s: Annotated[float, typer.Option("--ldam-s", help="ldam: logit scale.")] = 30.0,
     la_tau: Annotated[float, typer.Option("--la-tau", help="balanced-softmax / logit adjustment: tau.")] = 1.0,
     drw_epoch: Annotated[Optional[int], typer.Option("--drw-epoch", help="Deferred re-weighting from this epoch on (0-based; default off).")] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Train-time augmentation (random crop, flip, ...).")] = True,
     sampler: Annotated[str, typer.Option("--sampler", help=f"Sampler: {', '.join(SAMPLERS.names())}.")] = "instance",
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 128,
@@ -85,7 +87,11 @@ def train_backbone_cmd(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Phase I: train a backbone and its linear classifier; print the checkpoint's path."""
+    """Phase I: train a backbone and its linear classifier; print the checkpoint's path.
+
+    Several processes: torchrun --nproc-per-node N -m ltkit train-backbone ... (DDP; NCCL on
+    GPUs, gloo on CPUs; --batch-size is the global batch).
+    """
     from ltkit.train import TrainConfig, train_backbone
 
     def run() -> Path:
@@ -93,7 +99,7 @@ def train_backbone_cmd(
                          train_list, val_list, test_list, image_size, num_classes, n_max)
         cfg = TrainConfig(data=spec, arch=arch, head=head, pretrained=pretrained, loss=loss,
                           focal_gamma=focal_gamma, cb_beta=cb_beta, ldam_max_m=ldam_max_m,
-                          ldam_s=ldam_s, la_tau=la_tau, drw_epoch=drw_epoch, sampler=sampler,
+                          ldam_s=ldam_s, la_tau=la_tau, drw_epoch=drw_epoch, augment=augment, sampler=sampler,
                           epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                           weight_decay=weight_decay, schedule=schedule,
                           milestones=parse_int_list(milestones, "--milestones") or [],
@@ -102,7 +108,9 @@ def train_backbone_cmd(
         target = out or default_out(cfg)
         return train_backbone(cfg, target, force=force, resume=resume)
 
-    emit_path(run_stage(run, quiet=quiet, debug=debug))
+    path = run_stage(run, quiet=quiet or env_rank() != 0, debug=debug)
+    if env_rank() == 0:  # under torchrun, rank 0 alone prints the result
+        emit_path(path)
 
 
 def default_out(cfg) -> Path:
