@@ -1,0 +1,106 @@
+"""Phase-II augmenters: balanced fine-tuning batches built from a `FeatureBank`.
+
+Every augmenter has one call shape: built from a bank and an `AugmentConfig`, it hands out
+batches of pooled features, ``batch(generator) -> (features (B, C) float32, labels (B,)
+int64)``, drawing all its randomness from the explicit ``torch.Generator`` it is given (same
+generator state, same batch, bit for bit). A new augmenter is one new module in this package
+that registers a class under a name in `AUGMENTERS`; the tests are parametrised over the
+registry.
+
+Registered:
+- ``fsa``: Chu et al.'s Algorithm 1 (feature-space augmentation from confusing classes);
+- ``none``: the same balanced batches without augmentation (the paper's "No Aug");
+- ``class-balanced``: Kang et al.'s class-balanced sampling over all classes, no augmentation;
+- ``cloud``: Liu et al.'s feature cloud around tail samples (trains a cosine classifier with an
+  angular margin).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import torch
+
+from ltkit.augment.bank import DRAWS, FeatureBank, TensorSpatial, bank_from_tensors
+from ltkit.errors import ConfigError
+from ltkit.registry import Registry
+
+
+@dataclass
+class AugmentConfig:
+    batch_size: int = 128          # samples per batch; fsa/cloud/none: 2 * Nt * (1 + Na)
+    na: int = 3                    # Na: augmented samples per real tail sample (paper: Na = Nf = 3)
+    tau_s: float = 0.5             # class-specific locations: CAM > tau_s (strict), in (0, 1)
+    tau_g: float = 0.5             # class-generic locations: CAM < tau_g (strict), in (0, 1)
+    tail_draw: str = "instance"    # instance: uniform over tail images; class: a tail class, then an image
+    head_draw: str = "instance"    # the same for the head half of the batch
+    use_views: bool = True         # draw a random stored view per image when the store has views
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be at least 1")
+        if self.na < 1:
+            raise ConfigError("--na must be at least 1")
+        for name in ("tau_s", "tau_g"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must lie strictly between 0 and 1 "
+                                  f"(CAMs are normalised to [0, 1]), got {value}")
+        for name in ("tail_draw", "head_draw"):
+            if getattr(self, name) not in DRAWS:
+                raise ConfigError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; "
+                                  f"valid: {', '.join(DRAWS)}")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Augmenter(Protocol):
+    """What every registered augmenter class provides."""
+
+    needs_spatial: ClassVar[bool]   # draws location vectors and CAMs (the bank must hold them)
+    needs_cosine: ClassVar[bool]    # its batches train a cosine classifier with an angular margin
+
+    @classmethod
+    def check(cls, cfg: AugmentConfig) -> None:
+        """ConfigError when ``cfg`` cannot work (e.g. the batch size), before any data is read."""
+
+    def __init__(self, bank: FeatureBank, cfg: AugmentConfig) -> None: ...
+
+    def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (B, C) float32, labels (B,) int64) on the bank's device."""
+
+
+AUGMENTERS: Registry[type[Augmenter]] = Registry("augmenter")
+
+
+def balanced_tail_count(batch_size: int, na: int) -> int:
+    """Nt of a batch of ``2 * Nt * (1 + Na)`` (Algorithm 1); ConfigError when it does not fit."""
+    unit = 2 * (1 + na)
+    if batch_size % unit or batch_size < unit:
+        lower = max(unit, batch_size // unit * unit)
+        raise ConfigError(f"--batch-size {batch_size} does not fit a balanced batch of "
+                          f"2*Nt*(1+Na) samples with Na={na}; use a multiple of {unit}, "
+                          f"e.g. {lower} or {lower + unit}")
+    return batch_size // unit
+
+
+def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig) -> Augmenter:
+    """The registered augmenter ``name``, built on ``bank``."""
+    cls = AUGMENTERS.get(name)
+    cfg.validate()
+    cls.check(cfg)
+    if cls.needs_spatial and not bank.has_spatial:
+        raise ConfigError(f"augmenter {name!r} needs the spatial feature maps and CAMs of the "
+                          "training split; build the bank with spatial=True from a store that "
+                          "holds /train/features and /train/cams")
+    return cls(bank, cfg)
+
+
+# Register the built-in augmenters (each module adds itself to AUGMENTERS on import).
+from ltkit.augment import balanced, cloud, fsa, none  # noqa: E402,F401
+
+__all__ = ["AUGMENTERS", "AugmentConfig", "Augmenter", "FeatureBank", "TensorSpatial",
+           "bank_from_tensors", "balanced_tail_count", "make_augmenter"]

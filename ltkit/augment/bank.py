@@ -1,0 +1,306 @@
+"""The feature bank: what Phase-II augmenters draw from, held as tensors on one device.
+
+A bank holds, for every training image, its label, the pooled feature of each of its V views
+(V = 1 when the store has no stored train-time views; with views, the un-augmented extraction
+is view 0 and the stored views follow), and, for the spatial augmenters, each view's own-label
+CAM per location and which location vectors are not all-zero. Location vectors themselves are
+handed out on demand by a `SpatialSource`: all of them resident on the device when they fit,
+or read row by row from the store when they do not (bounded memory).
+
+Draws are vectorised: a tail/head/class draw turns a vector of uniforms from the caller's
+`torch.Generator` into sample indices, never a Python loop per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ltkit.errors import ConfigError, DataError, StoreError
+
+DRAWS = ("instance", "class")  # instance: uniform over a pool's samples; class: class first
+
+
+class SpatialSource(Protocol):
+    """Location vectors of chosen (image, view, location) triples."""
+
+    num_locations: int  # L = H * W
+    feature_dim: int    # C
+
+    def vectors(self, image: torch.Tensor, view: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        """Same-shaped int64 index tensors (...) -> (..., C) float32 vectors on the bank device."""
+
+    def mean(self, image: torch.Tensor, view: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        """(M, S) index tensors -> (M, C) float32: the mean of each row's S vectors."""
+
+
+def resident_dtype(device: torch.device) -> torch.dtype:
+    """float16 halves GPU memory; CPUs convert float16 slowly, so they hold float32."""
+    return torch.float32 if torch.device(device).type == "cpu" else torch.float16
+
+
+class TensorSpatial:
+    """Every location vector resident in one tensor on the bank's device (`resident_dtype`)."""
+
+    def __init__(self, features: torch.Tensor):
+        if features.dim() != 4:
+            raise DataError(f"spatial features must be (N, V, L, C), got shape {tuple(features.shape)}")
+        dtype = resident_dtype(features.device)
+        self.features = features.to(dtype).contiguous()  # (N, V, L, C)
+        _, self.num_views, self.num_locations, self.feature_dim = features.shape
+
+    def _rows(self, image: torch.Tensor, view: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        return (image * self.num_views + view) * self.num_locations + loc  # rows of the flat table
+
+    def vectors(self, image: torch.Tensor, view: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        flat = self.features.view(-1, self.feature_dim)  # (N * V * L, C)
+        row = self._rows(image, view, loc)  # (...)
+        return flat.index_select(0, row.flatten()).view(*row.shape, self.feature_dim).float()
+
+    def mean(self, image: torch.Tensor, view: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        # one fused gather-and-average: no (M, S, C) intermediate (on CUDA the float16 mean is
+        # accumulated in float32 and rounded once to float16, relative error < 5e-4)
+        flat = self.features.view(-1, self.feature_dim)  # (N * V * L, C)
+        return F.embedding_bag(self._rows(image, view, loc), flat, mode="mean").float()  # (M, C)
+
+
+def to_locations(maps: torch.Tensor) -> torch.Tensor:
+    """(..., C, H, W) feature maps -> (..., L, C) location vectors, L = H * W (row-major)."""
+    return maps.flatten(-2).transpose(-1, -2)  # (..., L, C)
+
+
+@dataclass
+class FeatureBank:
+    labels: torch.Tensor               # (N,) int64 class of each training image
+    pooled: torch.Tensor               # (N, V, C) float32 pooled feature of each view
+    head_classes: torch.Tensor         # (H,) int64 head classes (table order)
+    tail_classes: torch.Tensor         # (T,) int64 tail classes (table order)
+    confusing: torch.Tensor            # (T, Nf) int64 row i: confusing classes of tail_classes[i]
+    num_classes: int                   # K
+    cams: torch.Tensor | None = None   # (N, V, L) float32 own-label CAM in [0, 1]; spatial banks only
+    nonzero: torch.Tensor | None = None  # (N, V, L) bool: location vector is not all-zero
+    spatial: SpatialSource | None = None  # location vectors on demand; spatial banks only
+    # derived in __post_init__
+    tail_row: torch.Tensor = field(init=False)       # (K,) row of each class in `confusing`, -1 for head
+    class_counts: torch.Tensor = field(init=False)   # (K,) training images per class
+    class_order: torch.Tensor = field(init=False)    # (N,) image indices grouped by class
+    class_starts: torch.Tensor = field(init=False)   # (K,) first slot of each class in class_order
+    tail_pool: torch.Tensor = field(init=False)      # (P_t,) images of tail classes
+    head_pool: torch.Tensor = field(init=False)      # (P_h,) images of head classes
+
+    def __post_init__(self) -> None:
+        dev = self.labels.device
+        K = self.num_classes
+        self.class_counts = torch.bincount(self.labels, minlength=K)  # (K,)
+        self.class_order = torch.argsort(self.labels, stable=True)  # (N,)
+        self.class_starts = torch.cumsum(self.class_counts, 0) - self.class_counts  # (K,)
+        self.tail_row = torch.full((K,), -1, dtype=torch.long, device=dev)
+        self.tail_row[self.tail_classes] = torch.arange(len(self.tail_classes), device=dev)
+        is_tail = self.tail_row[self.labels] >= 0  # (N,)
+        is_head = torch.isin(self.labels, self.head_classes)  # (N,)
+        self.tail_pool = torch.nonzero(is_tail).flatten()  # (P_t,)
+        self.head_pool = torch.nonzero(is_head).flatten()  # (P_h,)
+        if self.tail_pool.numel() == 0 or self.head_pool.numel() == 0:
+            raise DataError("the head/tail split leaves no training image on one side; "
+                            "rebuild the confusing-class table with another --head-ratio")
+        used = torch.cat([self.tail_classes, self.head_classes, self.confusing.flatten()])
+        empty = used[self.class_counts[used] == 0]
+        if empty.numel():
+            raise DataError(f"class {int(empty[0])} is in the table but has no training image "
+                            "in the store; rebuild the table from this store")
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    @property
+    def num_views(self) -> int:
+        return self.pooled.shape[1]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.pooled.shape[2]
+
+    @property
+    def has_spatial(self) -> bool:
+        return self.spatial is not None and self.cams is not None and self.nonzero is not None
+
+    # ---- vectorised draws -------------------------------------------------------------
+    def draw_views(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n,) a view per drawn image, uniform over the V views (all 0 without views)."""
+        if self.num_views == 1:
+            return torch.zeros(n, dtype=torch.long, device=self.device)
+        return torch.randint(self.num_views, (n,), generator=generator, device=self.device)
+
+    def draw_from_classes(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(M,) classes -> (M,) one image of each, uniform within its class (with repetition)."""
+        counts = self.class_counts[classes]  # (M,)
+        u = torch.rand(classes.shape, generator=generator, device=self.device, dtype=torch.float64)
+        offset = torch.minimum((u * counts).long(), counts - 1)  # (M,)
+        return self.class_order[self.class_starts[classes] + offset]  # (M,)
+
+    def _draw(self, pool: torch.Tensor, classes: torch.Tensor, n: int, mode: str,
+              generator: torch.Generator) -> torch.Tensor:
+        if mode == "instance":
+            pick = torch.randint(pool.numel(), (n,), generator=generator, device=self.device)
+            return pool[pick]  # (n,)
+        if mode == "class":
+            pick = torch.randint(classes.numel(), (n,), generator=generator, device=self.device)
+            return self.draw_from_classes(classes[pick], generator)  # (n,)
+        raise ConfigError(f"unknown draw {mode!r}; valid: {', '.join(DRAWS)}")
+
+    def draw_tail(self, n: int, mode: str, generator: torch.Generator) -> torch.Tensor:
+        """(n,) tail images: uniform over tail images (instance) or over tail classes (class)."""
+        return self._draw(self.tail_pool, self.tail_classes, n, mode, generator)
+
+    def draw_head(self, n: int, mode: str, generator: torch.Generator) -> torch.Tensor:
+        """(n,) head images: uniform over head images (instance) or over head classes (class)."""
+        return self._draw(self.head_pool, self.head_classes, n, mode, generator)
+
+
+def bank_from_tensors(*, labels: torch.Tensor, pooled: torch.Tensor, head_classes, tail_classes,
+                      confusing, num_classes: int, features: torch.Tensor | None = None,
+                      cams: torch.Tensor | None = None,
+                      device: torch.device | str = "cpu") -> FeatureBank:
+    """A bank from in-memory tensors (tests, benchmarks, notebooks).
+
+    ``pooled`` is (N, C) or (N, V, C); ``features`` (N, C, H, W) or (N, V, C, H, W) maps and
+    ``cams`` (N, H, W) or (N, V, H, W) own-label CAMs; views are added as a dimension of 1.
+    """
+    device = torch.device(device)
+    if pooled.dim() == 2:
+        pooled = pooled[:, None]  # (N, 1, C)
+    spatial = nonzero = None
+    if features is not None:
+        if cams is None:
+            raise ConfigError("spatial features need their CAMs too")
+        if features.dim() == 4:
+            features, cams = features[:, None], cams[:, None]  # (N, 1, C, H, W), (N, 1, H, W)
+        locs = to_locations(features).to(device)  # (N, V, L, C)
+        nonzero = locs.ne(0).any(-1)  # (N, V, L)
+        cams = cams.flatten(-2).to(device, torch.float32)  # (N, V, L)
+        spatial = TensorSpatial(locs)
+    as_long = lambda x: torch.as_tensor(x, dtype=torch.long).to(device)  # noqa: E731
+    return FeatureBank(labels=as_long(labels), pooled=pooled.to(device, torch.float32),
+                       head_classes=as_long(head_classes), tail_classes=as_long(tail_classes),
+                       confusing=as_long(confusing).reshape(len(tail_classes), -1),
+                       num_classes=num_classes, cams=cams, nonzero=nonzero, spatial=spatial)
+
+
+# ---- from a feature store ----------------------------------------------------------------
+VIEWS_SPLIT = "train/views"  # the store's augmented training views (rows: one (image, view) each)
+
+
+def view_rows(store, num_images: int) -> np.ndarray:
+    """(N, V-1) row of /train/views holding stored view v of image n (view 0 is /train itself)."""
+    if not store.views:
+        return np.zeros((num_images, 0), dtype=np.int64)
+    sample = store.read(VIEWS_SPLIT, "sample").astype(np.int64)  # (R,)
+    view = store.read(VIEWS_SPLIT, "view").astype(np.int64)  # (R,)
+    rows = np.full((num_images, store.views), -1, dtype=np.int64)
+    rows[sample, view] = np.arange(len(sample))
+    if (rows < 0).any():
+        raise StoreError(f"{store.path}: /{VIEWS_SPLIT} lacks some (image, view) rows; the store "
+                         "is damaged: re-extract it")
+    return rows
+
+
+class StoreSpatial:
+    """Location vectors read from the store on demand (bounded memory for stores larger than
+    the device): each batch reads only the rows it needs."""
+
+    def __init__(self, store, rows: np.ndarray, device: torch.device):
+        self.store, self.view_rows, self.device = store, rows, device  # rows: (N, V-1)
+        _, c, h, w = store.shape("train", "features")
+        self.num_locations, self.feature_dim = h * w, c
+
+    def _maps(self, image: np.ndarray, view: np.ndarray) -> np.ndarray:
+        """(U,) images and views -> (U, C, L) float16 maps, one store read per split."""
+        maps = np.empty((len(image), self.feature_dim, self.num_locations), np.float16)
+        base = view == 0
+        if base.any():
+            maps[base] = self.store.read("train", "features", image[base]).reshape(
+                int(base.sum()), self.feature_dim, -1)
+        if (~base).any():
+            rows = self.view_rows[image[~base], view[~base] - 1]
+            maps[~base] = self.store.read(VIEWS_SPLIT, "features", rows).reshape(
+                len(rows), self.feature_dim, -1)
+        return maps
+
+    def vectors(self, image: torch.Tensor, view: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        V = 1 + self.view_rows.shape[1]
+        pairs, inverse = torch.unique((image * V + view).flatten(), return_inverse=True)  # (U,), (M,)
+        pairs = pairs.cpu().numpy()
+        maps = torch.from_numpy(self._maps(pairs // V, pairs % V)).to(self.device)  # (U, C, L)
+        locs = maps.transpose(1, 2).float()  # (U, L, C)
+        out = locs[inverse.to(self.device), loc.flatten().to(self.device)]  # (M, C)
+        return out.view(*loc.shape, self.feature_dim)
+
+    def mean(self, image: torch.Tensor, view: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        return self.vectors(image, view, loc).mean(-2)  # (M, C)
+
+
+def _by_view(store, name: str, with_views: bool):
+    """Yield (images (b,), view (scalar), block) over /train and, with views, /train/views."""
+    for first, block in store.iter_chunks("train", name):
+        yield np.arange(first, first + len(block)), 0, block
+    if not with_views:
+        return
+    sample = store.read(VIEWS_SPLIT, "sample").astype(np.int64)
+    view = store.read(VIEWS_SPLIT, "view").astype(np.int64)
+    for first, block in store.iter_chunks(VIEWS_SPLIT, name):
+        images, views = sample[first:first + len(block)], view[first:first + len(block)] + 1
+        for v in np.unique(views):  # a loop over the few views in a block, not over images
+            yield images[views == v], int(v), block[views == v]
+
+
+def load_bank(store, table: dict, *, device: torch.device, spatial: bool, use_views: bool = True,
+              resident_bytes: float = 4 * 2**30) -> FeatureBank:
+    """A bank from an open store and a confusing-class table (as `ltkit.confusing.load_table`).
+
+    ``spatial``: also load CAMs and location vectors (FSA). The vectors are held on ``device``
+    (float16 on GPUs, float32 on CPUs) when they take at most ``resident_bytes``; otherwise
+    they stay in the store and each batch reads its rows (`StoreSpatial`). ``use_views``:
+    draw a random stored view per image when the store has views (view 0 is the
+    un-augmented extraction).
+    """
+    labels = torch.from_numpy(store.read("train", "labels").astype(np.int64))  # (N,)
+    n = labels.numel()
+    rows = view_rows(store, n) if use_views else np.zeros((n, 0), dtype=np.int64)
+    V = 1 + rows.shape[1]
+    with_views = V > 1
+    pooled = torch.empty(n, V, store.shape("train", "pooled")[1], device=device)  # (N, V, C)
+    for images, v, block in _by_view(store, "pooled", with_views):
+        pooled[torch.from_numpy(images).to(device), v] = torch.from_numpy(block).to(device)
+    cams = nonzero = source = None
+    if spatial:
+        for name in ("features", "cams"):
+            if not store.has("train", name):
+                raise ConfigError(f"{store.path} has no /train/{name}: spatial augmentation needs "
+                                  "the training split's feature maps; re-extract with them")
+        _, c, h, w = store.shape("train", "features")
+        L = h * w
+        cams = torch.empty(n, V, L, device=device)  # (N, V, L)
+        for images, v, block in _by_view(store, "cams", with_views):
+            cams[torch.from_numpy(images).to(device), v] = torch.from_numpy(
+                block.reshape(len(block), L).astype(np.float32)).to(device)
+        dtype = resident_dtype(device)
+        resident = n * V * L * c * dtype.itemsize <= resident_bytes
+        nonzero = torch.empty(n, V, L, dtype=torch.bool, device=device)  # (N, V, L)
+        locs = torch.empty(n, V, L, c, dtype=dtype, device=device) if resident else None
+        for images, v, block in _by_view(store, "features", with_views):
+            at = torch.from_numpy(images).to(device)
+            maps = to_locations(torch.from_numpy(block).to(device))  # (b, L, C) float16
+            nonzero[at, v] = maps.ne(0).any(-1)
+            if resident:
+                locs[at, v] = maps.to(dtype)
+        source = TensorSpatial(locs) if resident else StoreSpatial(store, rows, device)
+    as_long = lambda key: torch.as_tensor(table[key], dtype=torch.long, device=device)  # noqa: E731
+    return FeatureBank(labels=labels.to(device), pooled=pooled, head_classes=as_long("head_classes"),
+                       tail_classes=as_long("tail_classes"), confusing=as_long("confusing"),
+                       num_classes=len(store.class_names), cams=cams, nonzero=nonzero,
+                       spatial=source)

@@ -1,0 +1,144 @@
+"""Feature-space augmentation, Chu et al. 2020, Algorithm 1, as batched tensor work.
+
+One batch (B = 2 * Nt * (1 + Na)):
+1. Nt real tail images (``tail_draw``: uniform over tail images, the literal "draw one sample
+   from tail classes", or class-balanced over tail classes), a random view each;
+2. for each, Na augmented features. Slot j uses confusing class ``confusing[c, j mod Nf]`` of
+   the tail class c (Na = Nf: one per confusing class, as in Algorithm 1; Na < Nf: the Na most
+   confusing; Na > Nf: cycling), and one image u of that class, uniform within the class;
+   - class-specific locations of the tail image: CAM > tau_s (strict, as Eq. 2 / line 7),
+   - class-generic locations of u: its own-label CAM < tau_g (strict, line 12),
+   - gamma ~ U[0, 1); round(gamma * L) specific and L - round(gamma * L) generic location
+     vectors drawn with repetition (uniform over the valid locations) and averaged: one pooled
+     feature labelled with the tail class. Locations whose vector is all-zero are never drawn.
+3. Nt * (1 + Na) head images (``head_draw``), a random view each.
+Rows come out in that order: [Nt tail | Nt * Na augmented (tail-major) | Nt(1+Na) head].
+
+Empty location sets (not in the paper; our rule): a map with no non-zero location past its
+threshold falls back to its single non-zero location of highest CAM (specific) or lowest
+CAM (generic), ties to the first location. A map with no non-zero location vector at all
+contributes none: all L vectors come from the other map (a tail map of zeros gives a purely
+generic feature, a confusing map of zeros a purely specific one).
+
+No Python loop runs per sample: the drawable locations of every (image, view) are tabulated
+once per augmenter (`LocationTable`, vectorised over all images); a batch gathers rows of
+those tables, maps one (A, L) tensor of uniforms onto the drawable locations (uniform with
+repetition) and gathers the vectors in one call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ltkit.augment import AUGMENTERS, AugmentConfig, FeatureBank, balanced_tail_count
+
+
+def location_mask(cams: torch.Tensor, nonzero: torch.Tensor, tau: float,
+                  side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The locations a draw may use, with the empty-set fallback.
+
+    ``cams`` (M, L) float32 and ``nonzero`` (M, L) bool -> (mask (M, L) bool, usable (M,)
+    bool). ``side`` "specific": CAM > tau; "generic": CAM < tau. ``usable`` is False only for
+    a map with no non-zero location vector; its mask is then all True (never used).
+    """
+    if side == "specific":
+        valid = (cams > tau) & nonzero  # (M, L)
+        fallback = cams.masked_fill(~nonzero, float("-inf")).argmax(1)  # (M,) highest CAM
+    else:
+        valid = (cams < tau) & nonzero  # (M, L)
+        fallback = cams.masked_fill(~nonzero, float("inf")).argmin(1)  # (M,) lowest CAM
+    usable = nonzero.any(1)  # (M,)
+    one_hot = torch.zeros_like(valid).scatter_(1, fallback[:, None], True)  # (M, L)
+    mask = torch.where(valid.any(1, keepdim=True), valid, one_hot)  # (M, L)
+    return mask | ~usable[:, None], usable
+
+
+class LocationTable:
+    """Per (image, view), for one threshold: its drawable locations listed first (in location
+    order), how many there are, and whether the map has any non-zero vector at all.
+
+    Built once per augmenter (thresholds are fixed), in row chunks of bounded memory, so a
+    batch only gathers rows of it: a draw is a uniform rank among the drawable locations.
+    """
+
+    CHUNK = 1 << 16  # (image, view) rows per construction step
+
+    def __init__(self, cams: torch.Tensor, nonzero: torch.Tensor, tau: float, side: str):
+        N, V, L = cams.shape
+        dtype = torch.int16 if L <= torch.iinfo(torch.int16).max else torch.int32
+        flat_cams, flat_nz = cams.reshape(-1, L), nonzero.reshape(-1, L)  # (N * V, L)
+        order, count, usable = [], [], []
+        for start in range(0, N * V, self.CHUNK):  # a loop over chunks, not over samples
+            mask, ok = location_mask(flat_cams[start:start + self.CHUNK],
+                                     flat_nz[start:start + self.CHUNK], tau, side)  # (b, L), (b,)
+            order.append(torch.argsort((~mask).to(torch.uint8), dim=1, stable=True).to(dtype))
+            count.append(mask.sum(1))
+            usable.append(ok)
+        self.order = torch.cat(order).view(N, V, L)  # (N, V, L) drawable locations first
+        self.count = torch.cat(count).view(N, V)  # (N, V) >= 1
+        self.usable = torch.cat(usable).view(N, V)  # (N, V)
+
+
+@AUGMENTERS.register("fsa")
+class FeatureSpaceAugmenter:
+    needs_spatial = True
+    needs_cosine = False
+
+    @classmethod
+    def check(cls, cfg: AugmentConfig) -> None:
+        balanced_tail_count(cfg.batch_size, cfg.na)
+
+    def __init__(self, bank: FeatureBank, cfg: AugmentConfig):
+        self.bank, self.cfg = bank, cfg
+        self.nt = balanced_tail_count(cfg.batch_size, cfg.na)  # real tail images per batch
+        nf = bank.confusing.shape[1]
+        self.slot_rank = torch.arange(cfg.na, device=bank.device) % nf  # (Na,) rank used by slot j
+        self.owner = torch.arange(self.nt, device=bank.device).repeat_interleave(cfg.na)  # (A,) tail row of each
+        self.slots = torch.arange(bank.spatial.num_locations, device=bank.device)[None]  # (1, L)
+        self.specific = LocationTable(bank.cams, bank.nonzero, cfg.tau_s, "specific")
+        self.generic = LocationTable(bank.cams, bank.nonzero, cfg.tau_g, "generic")
+
+    def draw(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """One batch and everything drawn to make it (the tests and benchmarks read these)."""
+        bank, cfg, nt, na = self.bank, self.cfg, self.nt, self.cfg.na
+        L = bank.spatial.num_locations
+        tail = bank.draw_tail(nt, cfg.tail_draw, generator)  # (Nt,)
+        tail_view = bank.draw_views(nt, generator)  # (Nt,)
+        tail_cls = bank.labels[tail]  # (Nt,)
+        conf_cls = bank.confusing[bank.tail_row[tail_cls]][:, self.slot_rank]  # (Nt, Na)
+        conf = bank.draw_from_classes(conf_cls.flatten(), generator)  # (A,), A = Nt * Na
+        conf_view = bank.draw_views(nt * na, generator)  # (A,)
+        gamma = torch.rand(nt * na, generator=generator, device=bank.device)  # (A,)
+
+        owner = self.owner  # (A,)
+        t_img, t_view = tail[owner], tail_view[owner]  # (A,), (A,)
+        spec, gen = self.specific, self.generic
+        n_spec = torch.round(gamma * L).long()  # (A,)
+        n_spec = torch.where(spec.usable[t_img, t_view],
+                             torch.where(gen.usable[conf, conf_view], n_spec, L), 0)  # empty-map rule
+        take_spec = self.slots < n_spec[:, None]  # (A, L)
+        # slot l < n_spec draws a specific location of the tail map, the rest generic ones of
+        # the confusing map: a uniform rank among that map's drawable locations
+        drawable = torch.cat([spec.order[t_img, t_view], gen.order[conf, conf_view]], 1)  # (A, 2L)
+        k = torch.where(take_spec, spec.count[t_img, t_view][:, None],
+                        gen.count[conf, conf_view][:, None])  # (A, L)
+        u = torch.rand(nt * na, L, generator=generator, device=bank.device)  # (A, L)
+        rank = torch.minimum((u * k).long(), k - 1) + torch.where(take_spec, 0, L)  # (A, L)
+        loc = drawable.gather(1, rank).long()  # (A, L)
+        image = torch.where(take_spec, t_img[:, None], conf[:, None])  # (A, L)
+        view = torch.where(take_spec, t_view[:, None], conf_view[:, None])  # (A, L)
+        augmented = bank.spatial.mean(image, view, loc)  # (A, C) mean of each row's L vectors
+
+        head = bank.draw_head(nt * (1 + na), cfg.head_draw, generator)  # (Nt(1+Na),)
+        head_view = bank.draw_views(nt * (1 + na), generator)  # (Nt(1+Na),)
+        features = torch.cat([bank.pooled[tail, tail_view], augmented,
+                              bank.pooled[head, head_view]])  # (B, C)
+        labels = torch.cat([tail_cls, tail_cls[owner], bank.labels[head]])  # (B,)
+        return {"features": features, "labels": labels, "tail": tail, "tail_view": tail_view,
+                "confusing": conf, "confusing_view": conf_view, "confusing_class": conf_cls,
+                "gamma": gamma, "n_specific": n_spec, "take_specific": take_spec,
+                "location": loc, "head": head, "head_view": head_view}
+
+    def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.draw(generator)
+        return out["features"], out["labels"]

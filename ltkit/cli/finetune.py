@@ -1,0 +1,72 @@
+"""``ltkit augment-finetune``: Phase II, a classifier fine-tuned or re-balanced from the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ltkit.augment import AUGMENTERS
+from ltkit.cli import app
+from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, emit_path, run_stage
+from ltkit.finetune import CLASSIFIERS
+
+
+def parse_tau(text: str) -> Optional[float]:
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"--tau must be a number or auto, got {text!r}") from None
+
+
+@app.command("augment-finetune")
+def augment_finetune_cmd(
+    source: Annotated[str, typer.Argument(help="Confusing-class table, or a feature store (its table is built with the defaults), or - to read the path from stdin.")],
+    augment: Annotated[str, typer.Option("--augment", help=f"Batches: {', '.join(AUGMENTERS.names())}; auto: fsa for linear, class-balanced for crt/lws, none for tau-norm/ncm.")] = "auto",
+    classifier: Annotated[str, typer.Option("--classifier", help=f"Classifier: {', '.join(CLASSIFIERS)}.")] = "linear",
+    iterations: Annotated[Optional[int], typer.Option("--iterations", help="SGD steps (default 6400 for linear; 10 epochs-equivalent for crt/lws).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 0.001 for linear, 0.2 for crt/lws).")] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", help="constant or cosine (default constant for linear, cosine for crt/lws).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size; fsa/cloud/none need 2*Nt*(1+Na) (default 128 for linear, 512 for crt/lws).")] = None,
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="SGD weight decay.")] = 5e-4,
+    na: Annotated[Optional[int], typer.Option("--na", help="Augmented samples per real tail sample (default: the table's Nf).")] = None,
+    tau_s: Annotated[float, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s.")] = 0.5,
+    tau_g: Annotated[float, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g.")] = 0.5,
+    tail_draw: Annotated[str, typer.Option("--tail-draw", help="Tail samples: instance (uniform over tail images) or class (uniform over tail classes).")] = "instance",
+    head_draw: Annotated[str, typer.Option("--head-draw", help="Head samples: instance or class.")] = "instance",
+    views: Annotated[bool, typer.Option("--views/--no-views", help="Draw a random stored train view per image when the store has views.")] = True,
+    margin: Annotated[float, typer.Option("--margin", help="cloud: additive angular margin (radians).")] = 0.2,
+    scale: Annotated[float, typer.Option("--scale", help="cloud: cosine logit scale (a cosine Phase-I head keeps its own).")] = 16.0,
+    tau: Annotated[str, typer.Option("--tau", help="tau-norm: exponent, or auto to pick it on the validation split.")] = "auto",
+    ncm_metric: Annotated[str, typer.Option("--ncm-metric", help="ncm: cosine or l2.")] = "cosine",
+    eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Validation accuracy every N iterations (0: only at the end).")] = 0,
+    resident_gib: Annotated[float, typer.Option("--resident-gib", help="Keep spatial maps on the device up to this size; larger stores are read per batch.")] = 4.0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads while training (0: torch's default); one is usually fastest for these small batches.")] = 1,
+    store: Annotated[Optional[Path], typer.Option("--store", help="The table's store, when it moved or changed since the table was built.")] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    out: Out = None,
+    force: Force = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Fine-tune the classifier on cached features (FSA by default) or re-balance it (cRT,
+    LWS, tau-norm, NCM). Prints the classifier's path (default: beside the table, named
+    after the method)."""
+    from ltkit.finetune import FinetuneConfig, augment_finetune
+
+    def run() -> Path:
+        cfg = FinetuneConfig(augment=augment, classifier=classifier, iterations=iterations, lr=lr,
+                             schedule=schedule, momentum=momentum, weight_decay=weight_decay,
+                             batch_size=batch_size, na=na, tau_s=tau_s, tau_g=tau_g,
+                             tail_draw=tail_draw, head_draw=head_draw, views=views,
+                             margin=margin, scale=scale, tau=parse_tau(tau), ncm_metric=ncm_metric,
+                             eval_every=eval_every, resident_gib=resident_gib, threads=threads, seed=seed,
+                             device=device)
+        return augment_finetune(source, cfg, out=out, force=force, store=store)
+
+    emit_path(run_stage(run, quiet=quiet, debug=debug))
