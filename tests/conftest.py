@@ -1,7 +1,9 @@
-"""Shared test settings: one torch thread per test (the CI machine has 2 cores)."""
+"""Shared test settings: one torch thread (the CI machine has 2 cores; more threads fight)."""
 
 import pytest
 import torch
+
+torch.set_num_threads(1)  # covers module- and session-scoped fixtures too
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,58 @@
+"""``ltkit extract``: cache what a backbone sees in an HDF5 feature store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ltkit.cli import app
+from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, Workers, emit_path, run_stage
+
+
+def parse_splits(text: Optional[str], no_spatial: bool) -> tuple[str, ...]:
+    """``--spatial-splits train,test`` / ``--no-spatial`` -> the splits that keep maps."""
+    if no_spatial and text is not None:
+        raise typer.BadParameter("give either --spatial-splits or --no-spatial, not both")
+    if no_spatial:
+        return ()
+    if text is None:
+        return ("train",)
+    return tuple(part for part in text.replace(" ", "").split(",") if part and part != "none")
+
+
+@app.command("extract")
+def extract_cmd(
+    checkpoint: Annotated[str, typer.Argument(help="Backbone checkpoint, or - to read its path from stdin.")],
+    data: Annotated[Optional[str], typer.Option("--data", help="Data set name replacing the checkpoint's (same classes).")] = None,
+    root: Annotated[Optional[str], typer.Option("--root", help="Data folder replacing the checkpoint's.")] = None,
+    spatial_splits: Annotated[Optional[str], typer.Option("--spatial-splits", help="Comma-separated splits that keep feature maps and CAMs: train, val, test (default: train).")] = None,
+    no_spatial: Annotated[bool, typer.Option("--no-spatial", help="Keep no feature maps or CAMs, only pooled features and logits.")] = False,
+    train_views: Annotated[int, typer.Option("--train-views", min=0, help="Also store K train-time-augmented views of every training image.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 256,
+    precision: Annotated[str, typer.Option("--precision", help="auto (CUDA: bf16, or fp16; CPU: fp32), fp32, bf16 or fp16.")] = "auto",
+    compression: Annotated[str, typer.Option("--compression", help="none, lzf or gzip (applied once the store is complete).")] = "none",
+    seed: Seed = 0,
+    device: Device = "auto",
+    workers: Workers = 0,
+    out: Out = None,
+    force: Force = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Run a backbone over its training, validation and test images (no augmentation) and
+    write maps, CAMs, pooled features and logits to one store; print the store's path.
+    An interrupted run resumes when the same command is run again."""
+    from ltkit.extract import ExtractConfig, extract
+
+    splits = parse_splits(spatial_splits, no_spatial)
+
+    def run() -> Path:
+        cfg = ExtractConfig(checkpoint=checkpoint, out=str(out) if out else None, data=data, root=root,
+                            spatial_splits=splits, train_views=train_views, batch_size=batch_size,
+                            workers=workers, device=device, precision=precision,
+                            compression=compression, seed=seed)
+        return extract(cfg, force=force)
+
+    emit_path(run_stage(run, quiet=quiet, debug=debug))

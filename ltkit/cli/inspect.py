@@ -1,0 +1,93 @@
+"""``ltkit inspect``: what a feature store holds, where it came from, how big it is."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from ltkit import console
+from ltkit.cli import app
+from ltkit.cli.common import Debug, Quiet, emit_json, run_stage
+from ltkit.metrics import split_of
+from ltkit.store import VIEWS, Store, open_store
+
+
+def describe(st: Store) -> dict[str, Any]:
+    """A plain-JSON summary of an open store."""
+    groups = split_of(st.train_counts)  # (K,) many | medium | few
+    splits = {}
+    for split in (*st.splits, *([VIEWS] if st.views else [])):
+        splits[split] = {"rows": st.rows(split), "arrays": {
+            name: {"shape": list(st.shape(split, name)), "dtype": str(st.dtype(split, name))}
+            for name in st.names(split)}}
+    head = st.classifier()
+    a = st.attrs
+    return {
+        "path": str(st.path), "schema_version": a["schema_version"], "size_bytes": st.path.stat().st_size,
+        "splits": splits, "train_views": st.views, "spatial_splits": list(a["spatial_splits"]),
+        "feature_shape": list(a["feature_shape"]),
+        "classes": [{"name": n, "train_count": int(c), "group": str(g)}
+                    for n, c, g in zip(st.class_names, st.train_counts, groups)],
+        "groups": {g: int((groups == g).sum()) for g in ("many", "medium", "few")},
+        "classifier": {"kind": head["kind"], "scale": head["scale"], "weight": list(head["weight"].shape),
+                       "bias": head["bias"] is not None},
+        "provenance": {"arch": a["arch"], "layer": a["layer"], "head": a["head"],
+                       "backbone_path": a["backbone_path"], "backbone_sha256": a["backbone_sha256"],
+                       "ltkit_version": a["ltkit_version"], "seed": a["seed"], "dataset": a["dataset"],
+                       "options": a["options"], "created": a["lineage"].get("created")},
+    }
+
+
+def render(info: dict[str, Any]) -> None:
+    """The human summary, on stderr."""
+    out = console.console
+    size = info["size_bytes"]
+    out.print(f"[bold]{info['path']}[/bold]  ltkit feature store v{info['schema_version']}, "
+              f"{size / 2**20:.1f} MiB", soft_wrap=True)
+    arrays = Table("split", "array", "shape", "dtype", box=None, pad_edge=False)
+    for split, body in info["splits"].items():
+        for name, spec in body["arrays"].items():
+            arrays.add_row(split, name, "x".join(map(str, spec["shape"])), spec["dtype"])
+    out.print(arrays)
+    counts = np.array([c["train_count"] for c in info["classes"]])
+    g = info["groups"]
+    out.print(f"{len(counts)} classes, {counts.sum()} training images (largest {counts.max()}, "
+              f"smallest {counts.min()}): many {g['many']}, medium {g['medium']}, few {g['few']}",
+              soft_wrap=True)
+    classes = Table("class", "name", "train", "group", box=None, pad_edge=False)
+    for k, c in enumerate(info["classes"]):
+        classes.add_row(str(k), c["name"], str(c["train_count"]), c["group"])
+    out.print(classes)
+    p, head = info["provenance"], info["classifier"]
+    scale = f", scale {head['scale']:g}" if head["scale"] is not None else ""
+    out.print(f"backbone: {p['arch']} ({p['head']} head{scale}), maps from {p['layer']}, "
+              f"{'x'.join(map(str, info['feature_shape']))}; kept for "
+              f"{', '.join(info['spatial_splits']) or 'no split'}; {info['train_views']} augmented views", soft_wrap=True)
+    out.print(f"from {p['backbone_path']} (sha256 {p['backbone_sha256'][:12]}), data set "
+              f"{p['dataset'].get('name')}, ltkit {p['ltkit_version']}, seed {p['seed']}, "
+              f"created {p['created']}", soft_wrap=True)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    store: Annotated[str, typer.Argument(help="Feature store (.h5), or - to read its path from stdin.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Also print the summary as JSON on stdout.")] = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Summarise a feature store on stderr: splits, shapes, dtypes, per-class counts
+    (many / medium / few), provenance, size on disk."""
+    from ltkit.artifacts import resolve_input
+
+    def run() -> dict[str, Any]:
+        with open_store(resolve_input(store)) as st:
+            return describe(st)
+
+    info = run_stage(run, quiet=quiet, debug=debug)
+    if not quiet:
+        render(info)
+    if as_json:
+        emit_json(info)
