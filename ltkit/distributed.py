@@ -42,11 +42,6 @@ class DistContext:
             dist.barrier()
 
 
-def env_rank() -> int:
-    """This process's rank as torchrun set it (0 outside torchrun)."""
-    return int(os.environ.get("RANK", "0"))
-
-
 def setup(device: str = "auto", timeout_minutes: float = 30.0) -> DistContext:
     """Join the torchrun process group when there is one; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ltkit import __version__, console
 from ltkit.artifacts import (check_output, commit_partial, file_sha256, make_lineage,
                              partial_path, resolve_input)
+from ltkit import distributed
 from ltkit.cams import label_cams
 from ltkit.checkpoint import load_backbone
 from ltkit.classifiers import Classifier
@@ -192,6 +193,9 @@ class _BackgroundWriter:
         self.queue.join()
 
 
+COMPUTED = ("pooled", "logits", "features", "cams")  # what the backbone gives, per row
+
+
 @dataclass
 class _Part:
     """One pass of the extraction: a split (or the augmented views) and what it writes."""
@@ -204,6 +208,15 @@ class _Part:
     @property
     def rows(self) -> int:
         return len(self.columns["labels"])
+
+    def shard(self, rank: int, world: int, batch: int) -> "_Part":
+        """Rank ``rank``'s contiguous slice, cut on batch boundaries so that every batch holds
+        the same images as in a single-process run (and so gives the same numbers)."""
+        batches = -(-self.rows // batch)
+        lo = min(rank * batches // world * batch, self.rows)
+        hi = min((rank + 1) * batches // world * batch, self.rows)
+        return _Part(self.name, Subset(self.dataset, range(lo, hi)),
+                     {k: v[lo:hi] for k, v in self.columns.items()}, self.spatial)
 
 
 def _data_parts(cfg: ExtractConfig, info: dict[str, Any]):
@@ -366,12 +379,76 @@ def _exclusive(lock: Path, out: Path):
 
 
 def extract(cfg: ExtractConfig, *, force: bool = False) -> Path:
-    """Extract the store of a backbone checkpoint; return its path (resumes a partial)."""
+    """Extract the store of a backbone checkpoint; return its path (resumes a partial).
+
+    Under torchrun each process extracts a contiguous shard of every split into its own shard
+    store (resumable like any partial); rank 0 then joins the shards into one store whose
+    datasets equal a single-process run's.
+    """
     cfg.validate()
     ckpt = resolve_input(cfg.checkpoint)
-    out = check_output(Path(cfg.out).expanduser() if cfg.out else ckpt.with_suffix(".h5"), force)
+    out = Path(cfg.out).expanduser() if cfg.out else ckpt.with_suffix(".h5")
+    with distributed.session(cfg.device) as ctx:
+        if not ctx.active:
+            return _extract_to(cfg, ckpt, check_output(out, force), ctx.device, force=force)
+        if not ctx.is_main:
+            console.configure(quiet=True)
+        check_output(out, force)
+        shards = [out.with_name(f"{out.name}.shard{r}-of-{ctx.world_size}")
+                  for r in range(ctx.world_size)]
+        _extract_to(cfg, ckpt, shards[ctx.rank], ctx.device, force=force,
+                    shard=(ctx.rank, ctx.world_size))
+        ctx.barrier()
+        if ctx.is_main:
+            _join_shards(shards, out, cfg.compression)
+        ctx.barrier()
+        return out
+
+
+def _join_shards(shards: list[Path], out: Path, compression: str) -> None:
+    """One store from the ranks' shard stores (concatenated in rank order), then remove them."""
+    stores = [open_store(p) for p in shards]
+    try:
+        first = stores[0]
+        attrs = {k: v for k, v in first.attrs.items()
+                 if k not in ("schema", "schema_version", "complete", "shard")}
+        c, h, w = attrs["feature_shape"]
+        splits = [s for s in first.splits] + ([VIEWS] if first.views else [])
+        rows = {s: sum(st.rows(s) for st in stores) for s in splits}
+        columns = {s: {name: np.concatenate([st.read(s, name) for st in stores])
+                       for name in first.names(s) if name not in COMPUTED} for s in splits}
+        layout = StoreLayout(c, h, w, attrs["num_classes"], rows, tuple(attrs["spatial_splits"]))
+        partial = partial_path(out)
+        partial.unlink(missing_ok=True)
+        create_store(partial, layout, attrs=attrs, classifier=first.classifier(), columns=columns)
+        with StoreWriter(partial) as writer:
+            for split in splits:
+                offset = 0
+                for st in stores:
+                    for name in (n for n in st.names(split) if n in COMPUTED):
+                        for start, block in st.iter_chunks(split, name):
+                            writer.write(split, offset + start, **{name: block})
+                    offset += st.rows(split)
+            writer.mark_complete()
+    finally:
+        for st in stores:
+            st.close()
+    if compression != "none":
+        packed = partial_path(out.with_name(out.name + ".pack"))
+        pack_store(partial, packed, compression)
+        commit_partial(packed, out)
+        partial.unlink()
+    else:
+        commit_partial(partial, out)
+    for p in shards:
+        p.unlink()
+    console.log(f"store: {out} joined from {len(shards)} shards ({out.stat().st_size / 2**20:.1f} MiB)")
+
+
+def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device, *, force: bool,
+                shard: tuple[int, int] | None = None) -> Path:
+    """Extract into ``out`` (a whole store, or rank ``shard[0]``'s of ``shard[1]`` shards)."""
     partial, record_path = partial_path(out), out.with_name(out.name + ".partial.json")
-    device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
 
@@ -380,6 +457,8 @@ def extract(cfg: ExtractConfig, *, force: bool = False) -> Path:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     spec, parts, train_counts = _data_parts(cfg, info)
+    if shard is not None:
+        parts = [p.shard(*shard, cfg.batch_size) for p in parts]
     clf = _phase1_classifier(model).to(device)
     c, h, w = _map_shape(model, parts[0].dataset, device, precision)
     spatial = [p.name for p in parts if p.spatial and p.name != VIEWS]
@@ -392,6 +471,11 @@ def extract(cfg: ExtractConfig, *, force: bool = False) -> Path:
         "checkpoint_sha256": sha, "dataset": dataclasses.asdict(spec), "spatial_splits": spatial,
         "train_views": cfg.train_views, "batch_size": cfg.batch_size, "precision": precision,
         "compression": cfg.compression, "seed": cfg.seed, "ltkit_version": __version__}))
+    if shard is not None and out.exists() and not force:  # a shard finished before a crash
+        with open_store(out) as st:
+            if st.attrs.get("options") == options:
+                console.log(f"{out} (shard {shard[0]}) is complete: reusing it")
+                return out
     layout = StoreLayout(c, h, w, len(info["class_names"]), {p.name: p.rows for p in parts}, tuple(spatial))
     attrs = {"class_names": list(info["class_names"]), "train_counts": train_counts,
              "num_classes": len(info["class_names"]), "feature_shape": [c, h, w], "arch": info["arch"],
@@ -399,6 +483,8 @@ def extract(cfg: ExtractConfig, *, force: bool = False) -> Path:
              "backbone_path": str(ckpt.resolve()), "backbone_sha256": sha, "ltkit_version": __version__,
              "options": options, "seed": cfg.seed, "lineage": make_lineage({"backbone": ckpt}, options, cfg.seed),
              "train_views": cfg.train_views, "spatial_splits": spatial}
+    if shard is not None:
+        attrs["shard"] = list(shard)
     head = {"kind": clf.kind, "weight": clf.weight.detach().cpu().numpy(), "scale": clf.scale,
             "bias": None if clf.bias is None else clf.bias.detach().cpu().numpy()}
 
@@ -415,7 +501,7 @@ def extract(cfg: ExtractConfig, *, force: bool = False) -> Path:
         _verify(partial, parts, progress, clf.cpu())
         with StoreWriter(partial) as writer:
             writer.mark_complete()
-        if cfg.compression != "none":
+        if cfg.compression != "none" and shard is None:  # shards are packed when joined
             packed = partial_path(out.with_name(out.name + ".pack"))
             pack_store(partial, packed, cfg.compression)
             commit_partial(packed, out)

@@ -60,3 +60,40 @@ def test_a_failing_worker_ends_the_run_with_an_error(tmp_path):
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert "must divide evenly" in run.stderr
+
+
+def test_two_process_extract_equals_one_process(tmp_path):
+    """Each rank extracts a shard; rank 0 joins them into the single-process store, exactly."""
+    import h5py
+    import numpy as np
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ckpt = tmp_path / "b.pt"
+    subprocess.run([sys.executable, "-m", "ltkit", "train-backbone", "--data", "synthetic",
+                    "--num-classes", "4", "--counts", "30,20,10,7", "--val-per-class", "3",
+                    "--epochs", "1", "--device", "cpu", "--out", str(ckpt)],
+                   check=True, env=env, capture_output=True)
+    extract = ["extract", str(ckpt), "--batch-size", "8", "--train-views", "2", "--device", "cpu"]
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    subprocess.run([sys.executable, "-m", "ltkit", *extract, "--out", str(one)], check=True,
+                   env=env, capture_output=True)
+    run = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "ltkit",
+                          *extract, "--out", str(two)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == str(two)  # one line: rank 0 alone prints
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "one.h5", "two.h5"]  # shards gone
+
+    def datasets(f, prefix=""):
+        for key, item in f.items():
+            if isinstance(item, h5py.Group):
+                yield from datasets(item, f"{prefix}{key}/")
+            else:
+                yield f"{prefix}{key}"
+
+    with h5py.File(one, "r") as a, h5py.File(two, "r") as b:
+        names = sorted(datasets(a))
+        assert names == sorted(datasets(b)) and "train/views/features" in names
+        for name in names:
+            assert np.array_equal(a[name][()], b[name][()]), name
+        assert "shard" not in b.attrs and b.attrs["complete"] == 1

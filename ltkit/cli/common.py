@@ -26,9 +26,16 @@ Workers = Annotated[int, typer.Option("--workers", min=0, help="Data-loading wor
 Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Path of the artifact to write.")]
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 speaks."""
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
 def run_stage(fn: Callable[[], Any], *, quiet: bool = False, debug: bool = False) -> Any:
     """Run a stage's library call under the error boundary; return its result."""
-    console.configure(quiet=quiet)
+    console.configure(quiet=quiet or _rank() != 0)
     try:
         return fn()
     except LtkitError as exc:
@@ -52,8 +59,9 @@ def run_stage(fn: Callable[[], Any], *, quiet: bool = False, debug: bool = False
 
 
 def emit_path(path: Path) -> None:
-    """The one line a stage prints on stdout: the artifact it wrote."""
-    typer.echo(str(path))
+    """The one line a stage prints on stdout: the artifact it wrote (rank 0 alone)."""
+    if _rank() == 0:
+        typer.echo(str(path))
 
 
 def emit_json(obj: Any) -> None:

@@ -11,7 +11,6 @@ from ltkit.cli import app
 from ltkit.cli.common import (Debug, Device, Force, Out, Quiet, Seed, Workers, emit_path,
                               parse_int_list, run_stage)
 from ltkit.data import DATASETS, DatasetSpec
-from ltkit.distributed import env_rank
 from ltkit.losses import LOSSES
 from ltkit.models import MODELS
 from ltkit.samplers import SAMPLERS
@@ -78,6 +77,18 @@ def train_backbone_cmd(
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up epochs.")] = 1,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16 when supported).")] = True,
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Report balanced test accuracy every N epochs (0: only at the end).")] = 0,
+    scl_weight: Annotated[float, typer.Option("--scl-weight", help="Supervised contrastive (SupCon) term of this weight added to the loss, on two views per image (0: off).")] = 0.0,
+    scl_temperature: Annotated[float, typer.Option("--scl-temperature", help="SCL: SupCon temperature.")] = 0.07,
+    scl_dim: Annotated[int, typer.Option("--scl-dim", help="SCL: output size of the projection head (training only).")] = 128,
+    rsg: Annotated[bool, typer.Option("--rsg/--no-rsg", help="Rare-class sample generator (RSG) during training; not in the checkpoint.")] = False,
+    rsg_centers: Annotated[int, typer.Option("--rsg-centers", help="RSG: centres per class.")] = 15,
+    rsg_stage: Annotated[Optional[int], typer.Option("--rsg-stage", help="RSG: the residual stage it follows (default: the second-to-last).")] = None,
+    rsg_head_ratio: Annotated[float, typer.Option("--rsg-head-ratio", help="RSG: fraction of classes, most images first, taken as head.")] = 0.2,
+    rsg_dim: Annotated[int, typer.Option("--rsg-dim", help="RSG: width of its contrastive module.")] = 256,
+    rsg_strength: Annotated[float, typer.Option("--rsg-strength", help="RSG: transfer strength (generated ~ strength x head samples per batch).")] = 1.0,
+    rsg_cesc_weight: Annotated[float, typer.Option("--rsg-cesc-weight", help="RSG: weight of the centre-estimation loss.")] = 0.1,
+    rsg_mv_weight: Annotated[float, typer.Option("--rsg-mv-weight", help="RSG: weight of the maximized-vector loss.")] = 0.01,
+    rsg_epoch: Annotated[Optional[int], typer.Option("--rsg-epoch", help="RSG: first epoch that generates samples (0-based; default --drw-epoch, else 80% of --epochs).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run of the same options from OUT.partial (default), or start over.")] = True,
     seed: Seed = 0,
     device: Device = "auto",
@@ -91,6 +102,8 @@ def train_backbone_cmd(
 
     Several processes: torchrun --nproc-per-node N -m ltkit train-backbone ... (DDP; NCCL on
     GPUs, gloo on CPUs; --batch-size is the global batch).
+
+    SCL + RSG + LDAM: --loss ldam --drw-epoch E --scl-weight W --rsg.
     """
     from ltkit.train import TrainConfig, train_backbone
 
@@ -104,15 +117,19 @@ def train_backbone_cmd(
                           weight_decay=weight_decay, schedule=schedule,
                           milestones=parse_int_list(milestones, "--milestones") or [],
                           warmup_epochs=warmup_epochs, seed=seed, device=device,
-                          workers=workers, amp=amp, eval_every=eval_every)
+                          workers=workers, amp=amp, eval_every=eval_every,
+                          scl_weight=scl_weight, scl_temperature=scl_temperature, scl_dim=scl_dim,
+                          rsg=rsg, rsg_centers=rsg_centers, rsg_stage=rsg_stage,
+                          rsg_head_ratio=rsg_head_ratio, rsg_dim=rsg_dim, rsg_strength=rsg_strength,
+                          rsg_cesc_weight=rsg_cesc_weight, rsg_mv_weight=rsg_mv_weight,
+                          rsg_epoch=rsg_epoch)
         target = out or default_out(cfg)
         return train_backbone(cfg, target, force=force, resume=resume)
 
-    path = run_stage(run, quiet=quiet or env_rank() != 0, debug=debug)
-    if env_rank() == 0:  # under torchrun, rank 0 alone prints the result
-        emit_path(path)
+    emit_path(run_stage(run, quiet=quiet, debug=debug))
 
 
 def default_out(cfg) -> Path:
     tag = f"if{cfg.data.imbalance:g}" if cfg.data.counts is None else "counts"
-    return Path("runs") / f"{cfg.data.name}-{tag}" / f"backbone-{cfg.arch}-{cfg.loss}-s{cfg.seed}.pt"
+    extras = ("-scl" if cfg.scl_weight > 0 else "") + ("-rsg" if cfg.rsg else "")
+    return Path("runs") / f"{cfg.data.name}-{tag}" / f"backbone-{cfg.arch}-{cfg.loss}{extras}-s{cfg.seed}.pt"
