@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ltkit import console
 from ltkit.artifacts import check_output, make_lineage, resolve_input
-from ltkit.augment import AUGMENTERS, AugmentConfig, make_augmenter
+from ltkit.augment import AUGMENTERS, AugmentConfig, iter_batches, make_augmenter
 from ltkit.augment.bank import VIEWS_SPLIT, FeatureBank, load_bank
 from ltkit.classifiers import NCM_METRICS, Classifier, save_classifier
 from ltkit.confusing import load_table, table_for_store, table_store_path
@@ -248,12 +248,13 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
     history: list[dict[str, Any]] = []
     logged = 0  # iterations summed in `stats` so far: synced to the host every LOG_EVERY
     with console.progress(cfg.iterations, f"{method_name(cfg)} fine-tuning") as bar:
+        batches = iter_batches(augmenter, generator, cfg.iterations)
         for it in range(1, cfg.iterations + 1):
             lr = cfg.lr if cfg.schedule == "constant" else \
                 cfg.lr * 0.5 * (1 + math.cos(math.pi * (it - 1) / cfg.iterations))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y = augmenter.batch(generator)  # (B, C), (B,)
+            x, y = next(batches)  # (B, C), (B,)
             logits = margin_logits(clf, x, y, cfg.margin) if augmenter.needs_cosine else clf(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)

@@ -73,17 +73,17 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-@pytest.mark.parametrize("views", [1, 2])
-def test_fsa_features_are_exact_means_of_specific_and_generic_vectors(views, device):
+@pytest.mark.parametrize("views, per_draw", [(1, 1), (2, 1), (2, 3)])
+def test_fsa_features_are_exact_means_of_specific_and_generic_vectors(views, per_draw, device):
     bank = identifiable_bank(views, device=device)
     cfg = AugmentConfig(batch_size=64, na=3, tau_s=TAU_S, tau_g=TAU_G)
     aug = make_augmenter("fsa", bank, cfg)
-    nt, na, g = 8, 3, torch.Generator(device=device).manual_seed(0)
+    nt, na, g = 8 * per_draw, 3, torch.Generator(device=device).manual_seed(0)
     seen_n_specific = set()
     for _ in range(12):
-        d = aug.draw(g)
+        d = aug.draw(g, batches=per_draw)
         feats, labels = d["features"], d["labels"]
-        assert feats.shape == (64, bank.feature_dim) and labels.shape == (64,)
+        assert feats.shape == (64 * per_draw, bank.feature_dim) and labels.shape == (64 * per_draw,)
         d = {k: v.cpu() for k, v in d.items()}
         feats, labels = d["features"], d["labels"]
         tail_cls = labels[:nt]
@@ -107,6 +107,21 @@ def test_fsa_features_are_exact_means_of_specific_and_generic_vectors(views, dev
             assert {l for l in range(4) if gen[l]} <= allowed(bank, u, uv, TAU_G, "generic")
             seen_n_specific.add(n_spec)
     assert seen_n_specific == {0, 1, 2, 3, 4}  # gamma spans the whole mixing range
+
+
+def test_batches_drawn_together_are_the_draws_split_per_batch():
+    bank = identifiable_bank(views=2)
+    aug = make_augmenter("fsa", bank, AugmentConfig(batch_size=64, na=3, tau_s=TAU_S, tau_g=TAU_G))
+    d = aug.draw(torch.Generator().manual_seed(3), batches=5)
+    got = aug.batches(torch.Generator().manual_seed(3), 5)
+    nt, a, h = 8, 24, 32
+    assert len(got) == 5
+    for i, (x, y) in enumerate(got):
+        rows = torch.cat([torch.arange(i * nt, (i + 1) * nt), 5 * nt + torch.arange(i * a, (i + 1) * a),
+                          5 * (nt + a) + torch.arange(i * h, (i + 1) * h)])
+        assert torch.equal(x, d["features"][rows]) and torch.equal(y, d["labels"][rows])
+        assert set(y[:nt + a].tolist()) <= set(TAIL) and set(y[nt + a:].tolist()) <= set(HEAD)
+        assert torch.equal(y[nt:nt + a], y[:nt].repeat_interleave(3))  # each tail row's Na
 
 
 def test_thresholds_are_strict_and_skip_zero_vectors():

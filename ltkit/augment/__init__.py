@@ -76,6 +76,17 @@ class Augmenter(Protocol):
 AUGMENTERS: Registry[type[Augmenter]] = Registry("augmenter")
 
 
+def iter_batches(augmenter: Augmenter, generator: torch.Generator, total: int, chunk: int = 64):
+    """``total`` batches from ``augmenter``: through its ``batches(generator, n)`` when it has
+    one (drawing many at once), else one ``batch`` call each."""
+    many = getattr(augmenter, "batches", None)
+    done = 0
+    while done < total:
+        n = min(chunk, total - done)
+        yield from (many(generator, n) if many else (augmenter.batch(generator) for _ in range(n)))
+        done += n
+
+
 def balanced_tail_count(batch_size: int, na: int) -> int:
     """Nt of a batch of ``2 * Nt * (1 + Na)`` (Algorithm 1); ConfigError when it does not fit."""
     unit = 2 * (1 + na)

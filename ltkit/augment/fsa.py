@@ -93,14 +93,18 @@ class FeatureSpaceAugmenter:
         self.nt = balanced_tail_count(cfg.batch_size, cfg.na)  # real tail images per batch
         nf = bank.confusing.shape[1]
         self.slot_rank = torch.arange(cfg.na, device=bank.device) % nf  # (Na,) rank used by slot j
-        self.owner = torch.arange(self.nt, device=bank.device).repeat_interleave(cfg.na)  # (A,) tail row of each
         self.slots = torch.arange(bank.spatial.num_locations, device=bank.device)[None]  # (1, L)
         self.specific = LocationTable(bank.cams, bank.nonzero, cfg.tau_s, "specific")
         self.generic = LocationTable(bank.cams, bank.nonzero, cfg.tau_g, "generic")
 
-    def draw(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One batch and everything drawn to make it (the tests and benchmarks read these)."""
-        bank, cfg, nt, na = self.bank, self.cfg, self.nt, self.cfg.na
+    GATHER_BYTES = 64 << 20  # bound on the vectors one draw gathers: (A, L, C) float32
+
+    def draw(self, generator: torch.Generator, batches: int = 1) -> dict[str, torch.Tensor]:
+        """``batches`` batches drawn at once (one set of tensor calls for all of them) and
+        everything drawn to make them (the tests and benchmarks read these). Rows: all tail
+        rows, then all augmented rows (tail-major), then all head rows; `batches` splits them."""
+        bank, cfg, na = self.bank, self.cfg, self.cfg.na
+        nt = self.nt * batches
         L = bank.spatial.num_locations
         tail = bank.draw_tail(nt, cfg.tail_draw, generator)  # (Nt,)
         tail_view = bank.draw_views(nt, generator)  # (Nt,)
@@ -110,7 +114,7 @@ class FeatureSpaceAugmenter:
         conf_view = bank.draw_views(nt * na, generator)  # (A,)
         gamma = torch.rand(nt * na, generator=generator, device=bank.device)  # (A,)
 
-        owner = self.owner  # (A,)
+        owner = torch.arange(nt, device=bank.device).repeat_interleave(na)  # (A,) tail row of each
         t_img, t_view = tail[owner], tail_view[owner]  # (A,), (A,)
         spec, gen = self.specific, self.generic
         n_spec = torch.round(gamma * L).long()  # (A,)
@@ -142,3 +146,22 @@ class FeatureSpaceAugmenter:
     def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.draw(generator)
         return out["features"], out["labels"]
+
+    def batches(self, generator: torch.Generator, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``count`` batches, drawn several at a time: per-call overhead, not tensor work, is
+        what a batch of 128 pooled features costs, so drawing k at once is ~k times cheaper."""
+        c, L = self.bank.pooled.shape[-1], self.bank.spatial.num_locations
+        per_batch = self.nt * self.cfg.na * L * c * 4
+        k = max(1, min(count, self.GATHER_BYTES // max(per_batch, 1)))
+        out: list[tuple[torch.Tensor, torch.Tensor]] = []
+        while len(out) < count:
+            n = min(k, count - len(out))
+            d = self.draw(generator, batches=n)
+            t, a, h = self.nt, self.nt * self.cfg.na, self.nt * (1 + self.cfg.na)
+            i = torch.arange(n)[:, None]  # (n, 1) batch of each row below
+            rows = torch.cat([i * t + torch.arange(t), n * t + i * a + torch.arange(a),
+                              n * (t + a) + i * h + torch.arange(h)], 1)  # (n, B) batch-major
+            rows = rows.flatten().to(d["features"].device)
+            size = t + a + h
+            out += zip(d["features"][rows].split(size), d["labels"][rows].split(size))
+        return out
