@@ -4,6 +4,12 @@ The recipe, in order: data -> model -> loss -> sampler -> optimiser + schedule -
 epoch loop -> checkpoint. Every epoch's randomness (sampler order, augmentation) is drawn
 from generators seeded by (seed, epoch), so a run resumed from its last completed epoch ends
 with the same weights as an uninterrupted one.
+
+Training-only parts (`ltkit.models.training.TrainingNet`): with `scl_weight > 0` a SupCon
+term on a projection of the pooled features of two views per image (`ltkit.scl`); with
+`rsg` the rare-class sample generator between two stages (`ltkit.rsg`). Their weights and
+optimiser state are in the resume state only: the checkpoint holds the plain backbone. The
+SCL + RSG + LDAM system: `loss="ldam", drw_epoch=E, scl_weight=W, rsg=True`.
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from ltkit.errors import ArtifactError, ConfigError
 from ltkit.losses import LOSSES, make_loss
 from ltkit.metrics import balanced_accuracy, group_accuracies, per_class_accuracy
 from ltkit.models import HEADS, MODELS, create_model
+from ltkit.models.training import TrainingNet, TrainOutput, stage_channels
+from ltkit.rsg import RSG, head_classes
 from ltkit.samplers import SAMPLERS, make_sampler
+from ltkit.scl import ProjectionHead, SupConLoss, TwoViewDataset, stack_views
 
 SCHEDULES = ("cosine", "step")
 
@@ -65,6 +74,20 @@ class TrainConfig:
     workers: int = 0                       # DataLoader worker processes
     amp: bool = True                       # mixed precision on CUDA (bf16 when supported)
     eval_every: int = 0                    # test-set evaluation every N epochs (0: at the end)
+    # supervised contrastive learning (ltkit.scl): two views per image when on
+    scl_weight: float = 0.0                # weight of the SupCon term added to the loss (0: off; ~0.1-1)
+    scl_temperature: float = 0.07          # SupCon temperature T > 0 (authors' default; 0.1 also common)
+    scl_dim: int = 128                     # projection head output size (MLP C -> C -> dim; not kept)
+    # rare-class sample generator (ltkit.rsg), training only: not in the checkpoint
+    rsg: bool = False                      # use RSG
+    rsg_centers: int = 15                  # centres per class of RSG's centre estimation (>= 1)
+    rsg_stage: int | None = None           # residual stage RSG follows (1..S); None: S - 1, as the reference
+    rsg_head_ratio: float = 0.2            # fraction of classes, most images first, that RSG treats as head, (0, 1)
+    rsg_dim: int = 256                     # width of RSG's contrastive module (>= 1)
+    rsg_strength: float = 1.0              # transfer strength > 0: ~strength x head samples generated per batch
+    rsg_cesc_weight: float = 0.1           # weight of the centre-estimation loss (>= 0)
+    rsg_mv_weight: float = 0.01            # weight of the maximized-vector loss (>= 0)
+    rsg_epoch: int | None = None           # first epoch RSG generates samples (0-based); None: drw_epoch, else 80 %
 
     def validate(self) -> None:
         MODELS.get(self.arch), LOSSES.get(self.loss), SAMPLERS.get(self.sampler)
@@ -81,6 +104,31 @@ class TrainConfig:
             raise ConfigError(f"--warmup-epochs must lie in [0, epochs={self.epochs}]")
         if self.drw_epoch is not None and not 0 <= self.drw_epoch < self.epochs:
             raise ConfigError(f"--drw-epoch {self.drw_epoch} must lie in [0, epochs={self.epochs})")
+        if not (math.isfinite(self.scl_weight) and self.scl_weight >= 0):
+            raise ConfigError(f"--scl-weight must be a finite value >= 0, got {self.scl_weight}")
+        if self.scl_temperature <= 0 or self.scl_dim < 1:
+            raise ConfigError(f"--scl-temperature must be positive and --scl-dim at least 1, got "
+                              f"{self.scl_temperature} and {self.scl_dim}")
+        if self.rsg:
+            self._validate_rsg()
+
+    def _validate_rsg(self) -> None:
+        if self.rsg_centers < 1 or self.rsg_dim < 1 or self.rsg_strength <= 0:
+            raise ConfigError(f"--rsg-centers and --rsg-dim must be at least 1 and --rsg-strength "
+                              f"positive, got {self.rsg_centers}, {self.rsg_dim}, {self.rsg_strength}")
+        if not 0.0 < self.rsg_head_ratio < 1.0:
+            raise ConfigError(f"--rsg-head-ratio must lie in (0, 1), got {self.rsg_head_ratio}")
+        if min(self.rsg_cesc_weight, self.rsg_mv_weight) < 0:
+            raise ConfigError("--rsg-cesc-weight and --rsg-mv-weight must be >= 0")
+        if self.rsg_epoch is not None and not 0 <= self.rsg_epoch < self.epochs:
+            raise ConfigError(f"--rsg-epoch {self.rsg_epoch} must lie in [0, epochs={self.epochs})")
+
+    def rsg_start_epoch(self) -> int:
+        """The first epoch RSG generates samples: rsg_epoch, else drw_epoch, else 80 % of epochs
+        (the reference starts both at epoch 160 of 200)."""
+        if self.rsg_epoch is not None:
+            return self.rsg_epoch
+        return self.drw_epoch if self.drw_epoch is not None else int(0.8 * self.epochs)
 
     def resolved_head(self) -> str:
         return ("cosine" if self.loss == "ldam" else "linear") if self.head == "auto" else self.head
@@ -91,6 +139,9 @@ class TrainConfig:
 
 # Options that may change between a crash and its resume without changing the result.
 _RESUME_FREE = {"device", "workers", "eval_every"}
+# Defaults of options added later: an artifact written before them was made with these.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+             if f.default is not dataclasses.MISSING}
 
 
 def lr_at(cfg: TrainConfig, epoch: float) -> float:
@@ -125,20 +176,42 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     return torch.cat(preds).numpy(), torch.cat(labels).numpy()
 
 
-def train_one_epoch(model, loader, loss_fn, optimizer, scaler, cfg: TrainConfig,
-                    epoch: int, device: torch.device, tracker) -> dict[str, float]:
-    model.train()
+def training_loss(out: TrainOutput, targets: torch.Tensor, loss_fn, supcon: SupConLoss | None,
+                  cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Classification loss on the images and any generated samples, plus the weighted SCL and
+    RSG terms; the parts (unweighted, detached) for the log."""
+    loss = loss_fn(out.logits.float(), out.targets)
+    parts: dict[str, torch.Tensor] = {}
+    if supcon is not None or out.cesc_loss is not None:
+        parts["cls_loss"] = loss
+    if supcon is not None:
+        parts["scl_loss"] = supcon(out.projections, targets)
+        loss = loss + cfg.scl_weight * parts["scl_loss"]
+    if out.cesc_loss is not None:
+        parts["cesc_loss"], parts["mv_loss"] = out.cesc_loss, out.mv_loss
+        loss = loss + cfg.rsg_cesc_weight * out.cesc_loss + cfg.rsg_mv_weight * out.mv_loss
+    return loss, {k: v.detach() for k, v in parts.items()}
+
+
+def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: TrainConfig, epoch: int,
+                    device: torch.device, tracker, supcon: SupConLoss | None = None) -> dict[str, float]:
+    net.train()
     total_loss, correct, seen, steps = 0.0, 0, 0, len(loader)
+    part_sums: dict[str, float] = {}
+    generated = 0
     for step, (images, targets) in enumerate(loader):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch + step / steps)
-        images = images.to(device, non_blocking=True)  # (B, C, H, W)
+        n_images = len(targets)
+        images = images.to(device, non_blocking=True)  # (B, C, H, W), or (B, 2, C, H, W) two views
         targets = targets.to(device, non_blocking=True)  # (B,)
+        if images.dim() == 5:
+            images, targets = stack_views(images, targets)  # (2B, C, H, W), (2B,)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with _autocast(device, cfg.amp):
-            logits = model(images)  # (B, K)
-            loss = loss_fn(logits.float(), targets)
+            out = net(images, targets, epoch)
+            loss, parts = training_loss(out, targets, loss_fn, supcon, cfg)
         if not torch.isfinite(loss):
             raise ConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
                               "lower --lr or check the data")
@@ -147,11 +220,18 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, cfg: TrainConfig,
         scaler.step(optimizer)
         scaler.update()
         total_loss += loss.item() * len(targets)
-        correct += (logits.argmax(1) == targets).sum().item()
+        for name, value in parts.items():
+            part_sums[name] = part_sums.get(name, 0.0) + value.item() * len(targets)
+        generated += out.generated
+        correct += (out.logits[:len(targets)].argmax(1) == targets).sum().item()  # real images only
         seen += len(targets)
-        tracker.advance(len(targets), epoch=f"{epoch + 1}/{cfg.epochs}", loss=total_loss / seen,
+        tracker.advance(n_images, epoch=f"{epoch + 1}/{cfg.epochs}", loss=total_loss / seen,
                         acc=correct / seen, lr=optimizer.param_groups[0]["lr"])
-    return {"loss": total_loss / seen, "train_acc": correct / seen}
+    stats = {"loss": total_loss / seen, "train_acc": correct / seen}
+    stats.update({name: value / seen for name, value in part_sums.items()})
+    if cfg.rsg:
+        stats["generated"] = generated
+    return stats
 
 
 def _evaluate(model, loader, splits, device, amp) -> dict[str, Any]:
@@ -168,7 +248,7 @@ def _option_diff(ckpt: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """Options (that change the result) on which a checkpoint differs from ``cfg``."""
     saved = {k: v for k, v in ckpt.get("config", {}).items() if k not in _RESUME_FREE}
     wanted = {k: v for k, v in cfg.as_dict().items() if k not in _RESUME_FREE}
-    return sorted(k for k in wanted if saved.get(k) != wanted[k])
+    return sorted(k for k in wanted if saved.get(k, _DEFAULTS.get(k)) != wanted[k])
 
 
 def _same_options(ckpt: dict[str, Any], cfg: TrainConfig) -> bool:
@@ -238,17 +318,20 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
     loss_fn = make_loss(cfg.loss, splits.train_counts, focal_gamma=cfg.focal_gamma,
                         cb_beta=cfg.cb_beta, ldam_max_m=cfg.ldam_max_m, ldam_s=cfg.ldam_s,
                         la_tau=cfg.la_tau, drw_epoch=cfg.drw_epoch).to(device)
+    net = build_training_net(cfg, model, splits, device)
+    supcon = SupConLoss(cfg.scl_temperature) if cfg.scl_weight > 0 else None
     sampler = make_sampler(cfg.sampler, splits.train_labels, seed=cfg.seed, epochs=cfg.epochs,
                            rank=ctx.rank, world_size=ctx.world_size)
     pin = device.type == "cuda"
-    loader = DataLoader(splits.train, batch_size=cfg.batch_size // ctx.world_size,
+    train_set = TwoViewDataset(splits.train) if supcon is not None else splits.train
+    loader = DataLoader(train_set, batch_size=cfg.batch_size // ctx.world_size,
                         sampler=sampler, num_workers=cfg.workers, pin_memory=pin,
                         drop_last=False, persistent_workers=cfg.workers > 0)
     test_loader = DataLoader(eval_splits.test, batch_size=256, num_workers=cfg.workers,
                              pin_memory=pin)
 
     # 5. optimiser (the schedule is applied per step by lr_at)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
@@ -258,13 +341,15 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
     state = _resume_state(partial, cfg) if resume else None
     if state is not None:
         model.load_state_dict(state["model_state"])
+        net.load_parts_state(state.get("train_parts", {}))
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, history = state["epoch"], state["history"]
         console.log(f"resuming {partial} after epoch {start_epoch}/{cfg.epochs}")
-    net = model
-    if ctx.active:  # one replica per process
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    replica: torch.nn.Module = net
+    if ctx.active:  # one replica per process; RSG leaves parts unused in some epochs
+        replica = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=cfg.rsg)
 
     def payload(epoch: int, metrics: dict[str, Any], final: bool) -> dict[str, Any]:
         obj = {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -279,8 +364,9 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
                "lineage": make_lineage({}, cfg.as_dict(), cfg.seed), "versions": versions(),
                "metrics": metrics, "epoch": epoch, "history": history,
                "world_size": ctx.world_size}
-        if not final:
-            obj.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict())
+        if not final:  # the resume state: also the training-only parts (never in the checkpoint)
+            obj.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                       train_parts=net.parts_state())
         return obj
 
     # 7. epoch loop
@@ -291,11 +377,16 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
             sampler.set_epoch(epoch)
             loss_fn.set_epoch(epoch)
             t0 = time.perf_counter()
-            stats = train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg, epoch,
-                                    device, tracker)
+            stats = train_one_epoch(replica, loader, loss_fn, optimizer, scaler, cfg, epoch,
+                                    device, tracker, supcon)
             stats["epoch_seconds"] = time.perf_counter() - t0
             line = (f"epoch {epoch + 1}/{cfg.epochs}: loss {stats['loss']:.4f}, "
-                    f"train acc {stats['train_acc']:.3f}, {stats['epoch_seconds']:.1f} s")
+                    f"train acc {stats['train_acc']:.3f}"
+                    + "".join(f", {name.removesuffix('_loss')} {stats[name]:.4f}"
+                              for name in ("cls_loss", "scl_loss", "cesc_loss", "mv_loss")
+                              if name in stats)
+                    + (f", {stats['generated']} generated" if "generated" in stats else "")
+                    + f", {stats['epoch_seconds']:.1f} s")
             last = epoch + 1 == cfg.epochs
             if ctx.is_main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
                 metrics = _evaluate(model, test_loader, eval_splits, device, cfg.amp)
@@ -318,6 +409,28 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
         partial.unlink(missing_ok=True)
     ctx.barrier()
     return out
+
+
+def build_training_net(cfg: TrainConfig, model: torch.nn.Module, splits,
+                       device: torch.device) -> TrainingNet:
+    """The backbone with the training-only parts `cfg` asks for, on `device`."""
+    projection = rsg = stage = None
+    if cfg.scl_weight > 0:
+        projection = ProjectionHead(model.feature_dim, cfg.scl_dim)
+    if cfg.rsg:
+        stage = model.num_stages - 1 if cfg.rsg_stage is None else cfg.rsg_stage
+        if not 1 <= stage <= model.num_stages:
+            raise ConfigError(f"--rsg-stage {stage} does not exist: {cfg.arch} has stages "
+                              f"1-{model.num_stages}")
+        channels = stage_channels(model, stage, splits.in_channels, splits.image_size)
+        head = head_classes(splits.train_counts, cfg.rsg_head_ratio)
+        rsg = RSG(len(splits.class_names), channels, head, n_centers=cfg.rsg_centers,
+                  contrastive_dim=cfg.rsg_dim, strength=cfg.rsg_strength,
+                  start_epoch=cfg.rsg_start_epoch())
+        console.log(f"rsg: after stage {stage} ({channels} channels), head classes "
+                    f"{', '.join(splits.class_names[c] for c in head)}; generating from epoch "
+                    f"{cfg.rsg_start_epoch() + 1}")
+    return TrainingNet(model, projection=projection, rsg=rsg, rsg_stage=stage).to(device)
 
 
 def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

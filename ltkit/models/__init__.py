@@ -4,6 +4,8 @@ Every model is a `Backbone`: `forward_features(x) -> (B, C, H, W)`, `forward_hea
 pre_logits=False)`, `forward(x)`, `feature_dim`, and its classifier `fc` (nn.Linear, or
 NormedLinear for head="cosine"). A new backbone is one registered factory
 `(num_classes, in_channels, head) -> Backbone`; the tests cover every registered name.
+Training-time modules that work between stages (RSG) use `forward_until(x, stage)` and
+`forward_from(fmap, stage)`, built on the backbone's `feature_steps()`.
 """
 
 from __future__ import annotations

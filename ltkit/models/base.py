@@ -8,11 +8,13 @@ classifies, and `fc.weight` (K, C) turns any map into class activation maps.
 from __future__ import annotations
 
 import abc
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltkit.errors import ConfigError
 from ltkit.registry import Registry
 
 MODELS: Registry = Registry("backbone")  # name -> factory(num_classes, in_channels, head)
@@ -75,3 +77,35 @@ class Backbone(nn.Module, abc.ABC):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))  # (B, K)
+
+    # Stage by stage, for training-time modules that work inside the network (RSG): running
+    # forward_until(x, s) then forward_from(map, s) is forward_features(x), for every s.
+
+    def feature_steps(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """The feature extractor as steps run in order: [stem, residual stage 1, ..., stage S]."""
+        raise ConfigError(f"{type(self).__name__} cannot run stage by stage; "
+                          "use a ResNet backbone for modules inserted between stages (RSG)")
+
+    @property
+    def num_stages(self) -> int:
+        """S, the number of residual stages (3 for ResNet-32, 4 for ResNet-18/34/50)."""
+        return len(self.feature_steps()) - 1
+
+    def _check_stage(self, stage: int) -> None:
+        if not 0 <= stage <= self.num_stages:
+            raise ConfigError(f"stage {stage} does not exist: {type(self).__name__} has stages "
+                              f"1-{self.num_stages} (0: after the stem)")
+
+    def forward_until(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """(B, in_channels, H, W) images -> the map after residual stage `stage` (0: the stem's)."""
+        self._check_stage(stage)
+        for step in self.feature_steps()[:stage + 1]:
+            x = step(x)
+        return x  # (B, C_stage, H_stage, W_stage)
+
+    def forward_from(self, fmap: torch.Tensor, stage: int) -> torch.Tensor:
+        """The map after stage `stage` -> the map right before pooling, (B, C, h, w)."""
+        self._check_stage(stage)
+        for step in self.feature_steps()[stage + 1:]:
+            fmap = step(fmap)
+        return fmap

@@ -10,6 +10,8 @@ or 4x4 (ResNet-18/34) maps at the end.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,9 +89,14 @@ class CifarResNet(Backbone):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(self.conv1(x)))  # (B, widths[0], H, W)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))  # (B, widths[0], H, W)
-        return self.layers(out)  # (B, C, H / 2^(stages-1), W / 2^(stages-1))
+        return self.layers(self._stem(x))  # (B, C, H / 2^(stages-1), W / 2^(stages-1))
+
+    def feature_steps(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        return [self._stem, *self.layers]
 
 
 @MODELS.register("resnet32")

@@ -33,10 +33,15 @@ class ImageNetResNet(Backbone):
         self.feature_dim = net.fc.in_features  # 512 (ResNet-18/34) or 2048 (ResNet-50)
         self.fc = make_head(head, self.feature_dim, num_classes)
 
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
-        x = self.layer2(self.layer1(x))  # (B, 128 or 512, H/8, W/8)
+        x = self.layer2(self.layer1(self._stem(x)))  # (B, 128 or 512, H/8, W/8)
         return self.layer4(self.layer3(x))  # (B, C, H/32, W/32)
+
+    def feature_steps(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        return [self._stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
 
 def _register(name: str, build: Callable[..., torchvision.models.ResNet]) -> None:
