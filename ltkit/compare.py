@@ -1,0 +1,185 @@
+"""`ltkit compare`: one table of several evaluations, best value per column marked.
+
+A run is an evaluation JSON (what `ltkit evaluate` printed, or a report's metrics.json), or
+a classifier / store, which is evaluated here with the default options. Each row names the
+run, its method and the options that tell it apart from the other runs; the columns are
+accuracies in % (overall top-1, many / medium / few, the FSA tail, balanced), each row after
+the first also shows its difference to the first run in percentage points.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from ltkit import console
+from ltkit.artifacts import resolve_input
+from ltkit.errors import ConfigError
+from ltkit.evaluate import EvalConfig, artifact_kind, evaluate, load_evaluation
+
+FORMATS = ("table", "markdown", "csv")
+COLUMNS = ("overall", "many", "medium", "few", "tail", "balanced")
+MAX_OPTIONS = 6  # options shown per run; the rest are elided
+# recorded beside the options but not what makes a run: where it ran, and measured values
+NOT_OPTIONS = {"device", "workers", "resident_gib", "eval_every", "quiet", "debug", "force", "out"}
+
+
+@dataclass
+class Row:
+    run: str                          # the evaluated file's name
+    method: str                       # the classifier's method (phase1 for a store's own)
+    options: str                      # "key=value, ..." that differ between the runs
+    values: dict[str, float | None]   # column -> accuracy in [0, 1], None where empty / absent
+
+
+def load_run(path: str | Path, config: EvalConfig | None = None) -> tuple[str, dict[str, Any]]:
+    """(run name, evaluation): a JSON as is (named by its file), an artifact evaluated here."""
+    resolved = resolve_input(path)
+    if artifact_kind(resolved) == "json":
+        return resolved.stem, load_evaluation(resolved)
+    console.log(f"evaluating {resolved}")
+    return resolved.name, evaluate(resolved, config or EvalConfig()).result
+
+
+def column_values(result: dict[str, Any]) -> dict[str, float | None]:
+    splits, fsa = result["splits"], result.get("fsa")
+    return {"overall": result["top1"], "many": splits["many"]["accuracy"],
+            "medium": splits["medium"]["accuracy"], "few": splits["few"]["accuracy"],
+            "tail": fsa["tail"]["accuracy"] if fsa else None,
+            "balanced": result["balanced_accuracy"]}
+
+
+def flat_options(result: dict[str, Any]) -> dict[str, str]:
+    """The run's options as "dotted.key" -> text (devices and measured values left out)."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (list, tuple)):
+            out[prefix] = ",".join(map(str, value))
+        elif prefix.rsplit(".", 1)[-1] not in NOT_OPTIONS and not prefix.endswith("_acc"):
+            out[prefix] = f"{value:g}" if isinstance(value, float) else str(value)
+
+    walk("", result.get("options") or {})
+    return out
+
+
+def compare_rows(results: Sequence[dict[str, Any]],
+                 names: Sequence[str] | None = None) -> list[Row]:
+    """One row per evaluation. Options shown: those that tell a run apart from the other runs
+    of its method (another method's options are not comparable), and the post-hoc tau."""
+    names = list(names) if names else [Path(r["source"]["path"]).name for r in results]
+    total = {n: names.count(n) for n in names}
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):  # the same file twice (e.g. with two taus): number them
+        if total[name] > 1:
+            seen[name] = seen.get(name, 0) + 1
+            names[i] = f"{name} #{seen[name]}"
+    flats = [flat_options(r) for r in results]
+    methods = [r.get("method", "?") for r in results]
+    rows = []
+    for name, result, flat, method in zip(names, results, flats, methods):
+        peers = [f for f, m in zip(flats, methods) if m == method]
+        shown = [f"{k}={v}" for k, v in flat.items() if len({p.get(k) for p in peers}) > 1]
+        if len(shown) > MAX_OPTIONS:
+            shown = shown[:MAX_OPTIONS] + ["…"]
+        tau = result.get("tau")
+        if tau is not None:
+            shown.append(f"tau={tau['value']:g}" + (" (auto)" if tau["mode"] == "auto" else ""))
+        rows.append(Row(name, method, ", ".join(shown), column_values(result)))
+    return rows
+
+
+def best_values(rows: Sequence[Row]) -> dict[str, float | None]:
+    """Column -> its highest value (None when no run has one, or fewer than two runs)."""
+    if len(rows) < 2:
+        return {c: None for c in COLUMNS}
+    out = {}
+    for c in COLUMNS:
+        present = [r.values[c] for r in rows if r.values[c] is not None]
+        out[c] = max(present) if present else None
+    return out
+
+
+def _cell(row: Row, first: Row, column: str, best: float | None, mark: str) -> str:
+    value = row.values[column]
+    if value is None:
+        return "—"
+    text = f"{100 * value:.2f}"
+    if row is not first and first.values[column] is not None:
+        text += f" ({100 * (value - first.values[column]):+.2f})"
+    return mark.format(text) if best is not None and value == best else text
+
+
+def render(rows: Sequence[Row], fmt: str = "table") -> str:
+    """The comparison as a text table (rich, best marked *), Markdown (best bold) or CSV."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    best = best_values(rows)
+    heads = ["run", "method", "options", *(f"{c} %" for c in COLUMNS)]
+    if fmt == "csv":
+        return _csv(rows, best)
+    mark = "**{}**" if fmt == "markdown" else "{} *"
+    body = [[r.run, r.method, r.options, *(_cell(r, rows[0], c, best[c], mark) for c in COLUMNS)]
+            for r in rows]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(heads) + " |",
+                 "| " + " | ".join(["---"] * 3 + ["---:"] * len(COLUMNS)) + " |"]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |"
+                  for line in body]
+        return "\n".join(lines)
+    table = Table(caption="accuracy in %; (±x): points against the first run; *: best in column")
+    for i, head in enumerate(heads):
+        table.add_column(head, justify="left" if i < 3 else "right", overflow="fold")
+    for line in body:
+        table.add_row(*line)
+    buffer = io.StringIO()
+    Console(file=buffer, width=220, color_system=None, highlight=False).print(table)
+    return buffer.getvalue().rstrip("\n")
+
+
+def _csv(rows: Sequence[Row], best: dict[str, float | None]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run", "method", "options", *(f"{c}_pct" for c in COLUMNS),
+                     *(f"{c}_delta_pct" for c in COLUMNS), "best"])
+    first = rows[0] if rows else None
+    for r in rows:
+        values = ["" if r.values[c] is None else f"{100 * r.values[c]:.4f}" for c in COLUMNS]
+        deltas = ["" if r.values[c] is None or first.values[c] is None
+                  else f"{100 * (r.values[c] - first.values[c]):.4f}" for c in COLUMNS]
+        marks = [c for c in COLUMNS if best[c] is not None and r.values[c] == best[c]]
+        writer.writerow([r.run, r.method, r.options, *values, *deltas, ";".join(marks)])
+    return buffer.getvalue().rstrip("\n")
+
+
+def check_comparable(results: Sequence[dict[str, Any]]) -> None:
+    """Warn when the runs were not measured on the same images with the same splits."""
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["store"]["path"], r["on"], r["thresholds"]["many"], r["thresholds"]["few"])
+
+    if len({key(r) for r in results}) > 1:
+        console.warn("the runs were measured on different stores, splits or thresholds; their "
+                     "numbers are not directly comparable")
+
+
+def compare(paths: Sequence[str | Path], *, fmt: str = "table",
+            config: EvalConfig | None = None) -> str:
+    """Load (or evaluate) every run and render the comparison."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if not paths:
+        raise ConfigError("compare needs at least one run: evaluation JSONs, classifiers or stores")
+    if sum(str(p) == "-" for p in paths) > 1:
+        raise ConfigError("only one run can be read from stdin ('-')")
+    names, results = zip(*(load_run(p, config) for p in paths))
+    check_comparable(results)
+    return render(compare_rows(results, names), fmt)

@@ -1,0 +1,289 @@
+"""`ltkit evaluate`: run a classifier on a store's pooled features and measure it.
+
+The input is a feature store (its Phase-I classifier is measured) or a classifier artifact
+(its store is found through its lineage, or given with ``store``). Nothing here needs the
+backbone: every classifier maps stored pooled features ``(N, C)`` to logits ``(N, K)``.
+The result is one JSON-ready dict whose keys are documented in ``docs/evaluate.md``;
+`ltkit.metrics.measure` computes its metrics from plain arrays, `evaluate` feeds it a store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ltkit import __version__, console
+from ltkit.artifacts import file_sha256, resolve_input
+from ltkit.classifiers import Classifier, load_classifier
+from ltkit.device import resolve_device
+from ltkit.errors import ArtifactError, ConfigError, DataError
+from ltkit.metrics import (ECE_BINS, FEW_THRESHOLD, MANY_THRESHOLD, balanced_accuracy,
+                           check_thresholds, measure, per_class_accuracy, retrieval_scores,
+                           retrieval_summary)
+
+FORMAT = "ltkit-evaluation"
+FORMAT_VERSION = 1
+EVAL_SPLITS = ("test", "val")
+TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0, 0.1, ..., 2.0
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass
+class EvalConfig:
+    on: str = "test"                     # split measured: test | val
+    tau: float | str | None = None       # post-hoc tau-normalisation: None, an exponent, "auto"
+    tau_grid: tuple[float, ...] = TAU_GRID  # exponents "auto" tries on val (balanced accuracy)
+    many_threshold: int = MANY_THRESHOLD  # many: more training images than this
+    few_threshold: int = FEW_THRESHOLD    # few: fewer than this; medium: between, ends included
+    ece_bins: int = ECE_BINS             # equal-width confidence bins of the calibration error
+    retrieval: bool = False              # also mAP / rank-1 of pooled test features as queries
+    store: str | None = None             # store to use instead of the classifier's lineage
+    table: str | None = None             # confusing-class table for head/tail, instead of lineage
+    device: str = "auto"                 # where logits and retrieval similarities are computed
+    chunk_rows: int = 8192               # pooled rows read and classified at a time
+
+    def validate(self) -> None:
+        if self.on not in EVAL_SPLITS:
+            raise ConfigError(f"--on {self.on!r}: valid splits are {', '.join(EVAL_SPLITS)}")
+        if isinstance(self.tau, str) and self.tau != "auto":
+            raise ConfigError(f"--tau {self.tau!r}: give a number (e.g. 1.0) or 'auto'")
+        if isinstance(self.tau, (int, float)) and not (math.isfinite(self.tau) and self.tau >= 0):
+            raise ConfigError(f"--tau {self.tau}: the exponent must be a finite number >= 0")
+        if not self.tau_grid or any(not (math.isfinite(t) and t >= 0) for t in self.tau_grid):
+            raise ConfigError("the tau grid must hold at least one finite exponent >= 0")
+        check_thresholds(self.many_threshold, self.few_threshold)
+        if self.ece_bins < 1 or self.chunk_rows < 1:
+            raise ConfigError("--ece-bins and the chunk size must be at least 1")
+
+
+@dataclass
+class Evaluation:
+    result: dict[str, Any]     # the JSON object printed on stdout (docs/evaluate.md)
+    confusion: np.ndarray      # (K, K) counts, row = true class, column = predicted class
+
+
+def artifact_kind(path: Path) -> str:
+    """"store" (HDF5), "json" (an evaluation) or "torch" (a classifier or other torch file)."""
+    if not path.is_file():
+        raise ArtifactError(f"{path} is not a file; give a classifier artifact, a feature store "
+                            "or an evaluation JSON")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == HDF5_MAGIC:
+        return "store"
+    if head[:1] in (b"{", b"[") or path.suffix == ".json":
+        return "json"
+    return "torch"
+
+
+def evaluate(source: str | Path, config: EvalConfig) -> Evaluation:
+    """Measure a store's Phase-I classifier, or a classifier artifact, on `config.on`."""
+    from ltkit.store import open_store
+
+    config.validate()
+    path = resolve_input(source).resolve()
+    input_kind = artifact_kind(path)
+    if input_kind == "json":
+        raise ConfigError(f"{path} is JSON; evaluate takes a classifier artifact or a feature "
+                          "store (compare takes evaluation JSONs)")
+    clf, run = _load_source(path, input_kind, config)
+    device = resolve_device(config.device)
+    with open_store(run["store"]["path"]) as st:
+        _check_parent_hash(st, run)
+        if config.on not in st.splits:
+            raise DataError(f"the store {st.path} has no {config.on!r} split "
+                            f"(it has {', '.join(st.splits)}); choose --on from those")
+        if clf is None:  # the store itself: its Phase-I classifier and the options that made it
+            clf = Classifier.from_store(st)
+            run["options"] = {"arch": st.attrs.get("arch"), "head": st.attrs.get("head"),
+                              "backbone": Path(str(st.attrs.get("backbone_path", ""))).name}
+        _check_fits(clf, st, config.on)
+        head_tail = _head_tail(run, len(st.class_names))
+        kind = clf.kind  # before tau-normalisation, which makes any linear / LWS one linear
+        clf, tau_info = _apply_tau(clf, st, config, device)
+        logits, labels = _logits(clf, st, config.on, config.chunk_rows, device)
+        result, confusion = measure(logits, labels, np.asarray(st.train_counts),
+                                    list(st.class_names), many=config.many_threshold,
+                                    few=config.few_threshold, ece_bins=config.ece_bins,
+                                    head_tail=head_tail)
+        retrieval = _retrieval(st, config, device) if config.retrieval else None
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **run,
+              "classifier": {"kind": kind, "tau": None if tau_info is None else tau_info["value"]},
+              "tau": tau_info, "on": config.on}
+    result = {**header, **result, "retrieval": retrieval, "ltkit_version": __version__}
+    return Evaluation(jsonable(result), confusion)
+
+
+def _load_source(path: Path, kind: str, config: EvalConfig) -> tuple[Classifier | None, dict]:
+    """The classifier to measure (None: the store's own) and the run's description."""
+    if kind == "store":
+        if config.store is not None:
+            raise ConfigError("--store is for a classifier input; the input is already a store")
+        return None, {"source": {"path": str(path), "kind": "store"},
+                      "store": {"path": str(path), "sha256": None, "via": "input"},
+                      "table": _table_ref(None, config), "method": "phase1", "options": {}}
+    clf, meta = load_classifier(path)
+    parents = (meta.get("lineage") or {}).get("parents") or {}
+    if config.store is not None:
+        store = {"path": str(resolve_input(config.store).resolve()), "sha256": None,
+                 "via": "option"}
+    elif "store" in parents:
+        store = {"path": parents["store"]["path"], "sha256": parents["store"].get("sha256"),
+                 "via": "lineage"}
+        if not Path(store["path"]).exists():
+            raise ArtifactError(f"the classifier's store {store['path']} is gone; give the store "
+                                "with --store")
+    else:
+        raise ArtifactError(f"{path} names no store in its lineage; give it with --store")
+    return clf, {"source": {"path": str(path), "kind": "classifier"}, "store": store,
+                 "table": _table_ref(parents.get("table"), config),
+                 "method": meta.get("method", "unknown"), "options": meta.get("options") or {}}
+
+
+def _table_ref(parent: dict | None, config: EvalConfig) -> dict | None:
+    if config.table is not None:
+        return {"path": str(resolve_input(config.table).resolve()), "sha256": None,
+                "via": "option"}
+    if parent is None:
+        return None
+    return {"path": parent["path"], "sha256": parent.get("sha256"), "via": "lineage"}
+
+
+def _check_parent_hash(st, run: dict) -> None:
+    store = run["store"]
+    if store["via"] != "lineage" or not store["sha256"]:
+        return
+    if st.sha256() != store["sha256"]:
+        raise ArtifactError(f"the store {store['path']} changed since the classifier was made "
+                            "from it (hash differs); pass it with --store to use it anyway")
+
+
+def _check_fits(clf: Classifier, st, split: str) -> None:
+    k, c = len(st.class_names), st.shape(split, "pooled")[1]
+    if clf.num_classes != k or clf.feature_dim != c:
+        raise ArtifactError(f"the classifier maps {clf.feature_dim} features to {clf.num_classes} "
+                            f"classes but the store {st.path} has {c} features and {k} "
+                            "classes; give the store it was made from with --store")
+
+
+def _head_tail(run: dict, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The FSA head / tail classes from the confusing-class table, when there is one."""
+    ref = run["table"]
+    if ref is None:
+        return None
+    from ltkit.confusing import load_table
+
+    if not Path(ref["path"]).exists():
+        raise ArtifactError(f"the classifier's confusing-class table {ref['path']} is gone; give "
+                            "one with --table")
+    if ref["via"] == "lineage" and ref["sha256"] and file_sha256(ref["path"]) != ref["sha256"]:
+        raise ArtifactError(f"the table {ref['path']} changed since the classifier was made from "
+                            "it (hash differs); pass it with --table to use it anyway")
+    table = load_table(ref["path"])
+    if len(table["class_names"]) != k:
+        raise ArtifactError(f"the table {ref['path']} is for {len(table['class_names'])} classes, "
+                            f"the store has {k}; give the matching table with --table")
+    return (np.asarray(table["head_classes"], dtype=np.int64),
+            np.asarray(table["tail_classes"], dtype=np.int64))
+
+
+@torch.no_grad()
+def _logits(clf: Classifier, st, split: str, chunk_rows: int,
+            device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    clf = clf.to(device).eval()
+    parts = [clf(torch.from_numpy(np.asarray(rows)).to(device)).float().cpu().numpy()  # (B, K)
+             for _, rows in st.iter_chunks(split, "pooled", rows=chunk_rows)]
+    labels = np.asarray(st.read(split, "labels"), dtype=np.int64)  # (N,)
+    logits = np.concatenate(parts) if parts else np.zeros((0, clf.num_classes), np.float32)
+    return logits, labels
+
+
+def _apply_tau(clf: Classifier, st, config: EvalConfig, device: torch.device):
+    """The classifier to measure and what tau did ({value, mode, ...}, or None)."""
+    if config.tau is None:
+        return clf, None
+    if clf.kind not in ("linear", "lws"):
+        raise ConfigError(f"--tau applies to linear and LWS classifiers, not to this {clf.kind!r} "
+                          "one (its weight norms do not set its logit scale); drop --tau")
+    if config.tau != "auto":
+        tau = float(config.tau)
+        return clf.tau_normalized(tau), {"value": tau, "mode": "fixed", "selected_on": None,
+                                         "grid": None, "val_balanced_accuracy": None}
+    if "val" not in st.splits:
+        raise DataError(f"--tau auto chooses tau on the validation split, and the store {st.path} "
+                        "has none; re-extract from a backbone trained with --val-per-class > 0, "
+                        "or give --tau a number")
+    if config.on == "val":
+        console.warn("--tau auto chose tau on val and --on val measures on val too: the numbers "
+                     "are optimistic; use --on test to report")
+    candidates = [clf.tau_normalized(t).to(device).eval() for t in config.tau_grid]
+    labels = np.asarray(st.read("val", "labels"), dtype=np.int64)  # (N,)
+    preds = np.zeros((len(candidates), labels.size), dtype=np.int64)  # (T, N)
+    with torch.no_grad():
+        for start, rows in st.iter_chunks("val", "pooled", rows=config.chunk_rows):
+            x = torch.from_numpy(np.asarray(rows)).to(device)  # (B, C)
+            for i, cand in enumerate(candidates):
+                preds[i, start:start + len(x)] = cand(x).argmax(1).cpu().numpy()
+    k = clf.num_classes
+    scores = [balanced_accuracy(per_class_accuracy(p, labels, k)) for p in preds]
+    if all(s is None for s in scores):
+        raise DataError(f"the store {st.path} has an empty validation split; --tau auto needs "
+                        "validation images, or give --tau a number")
+    best = int(np.argmax([-1.0 if s is None else s for s in scores]))  # ties: the smallest tau
+    tau = float(config.tau_grid[best])
+    console.log(f"tau auto: picked tau = {tau:g} (balanced accuracy on val {scores[best]:.4f})")
+    info = {"value": tau, "mode": "auto", "selected_on": "val",
+            "grid": [float(t) for t in config.tau_grid], "val_balanced_accuracy": scores}
+    return clf.tau_normalized(tau), info
+
+
+def _retrieval(st, config: EvalConfig, device: torch.device) -> dict[str, Any]:
+    """mAP / rank-1 of the split's pooled features as queries against the rest of the split."""
+    feats = torch.from_numpy(np.asarray(st.read(config.on, "pooled"))).to(device)  # (N, C)
+    labels = torch.from_numpy(np.asarray(st.read(config.on, "labels"), dtype=np.int64))  # (N,)
+    ap, hit, valid = retrieval_scores(feats, labels)
+    out = retrieval_summary(ap, hit, valid, labels.numpy(), np.asarray(st.train_counts),
+                            config.many_threshold, config.few_threshold)
+    return {"similarity": "cosine", **out}
+
+
+def jsonable(obj: Any) -> Any:
+    """A value JSON can hold: arrays and tensors to lists, paths to strings, NaN / inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(dataclasses.asdict(obj))
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+def load_evaluation(path: str | Path) -> dict[str, Any]:
+    """An evaluation JSON written by `ltkit evaluate` (stdout or a report's metrics.json)."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} is not readable JSON ({exc}); give the JSON that "
+                            "`ltkit evaluate` printed") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is not an ltkit evaluation (no format {FORMAT!r}); give "
+                            "the JSON that `ltkit evaluate` printed")
+    return obj
