@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -81,18 +83,86 @@ def commit_partial(partial: Path, final: Path) -> None:
             os.close(dir_fd)
 
 
+# errno values that mean "the file system refused the write" (the user can fix it), and the
+# same failures as torch's and HDF5's writers report them (they give no OSError).
+WRITE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large",
+                errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                errno.EIO: "input/output error"}
+_TEXT_ERRNO = re.compile(r"errno = (\d+)|\[Errno (\d+)\]")
+_WRITER_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed",
+                    "unable to extend file", "can't write data", "unable to flush",
+                    "write failed")
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """What went wrong when ``exc`` is the file system refusing a write (disk full, size limit,
+    quota, permissions), else None. torch and HDF5 raise RuntimeError / OSError texts of their
+    own for these; the errno they quote, or their "write failed" wording, gives them away."""
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return WRITE_ERRNOS[exc.errno]
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return None
+    text = str(exc)
+    for match in _TEXT_ERRNO.finditer(text):
+        code = int(match.group(1) or match.group(2))
+        if code in WRITE_ERRNOS:
+            return WRITE_ERRNOS[code]
+    if any(marker.lower() in text.lower() for marker in _WRITER_FAILURES):
+        return "the write failed (disk full or a file size limit?)"
+    return None
+
+
+def write_error(exc: BaseException, path: str | os.PathLike) -> ArtifactError:
+    """The one-line error for a write of ``path`` the file system refused (see `write_failure`)."""
+    reason = write_failure(exc)
+    if reason is None or reason.startswith("the write failed"):
+        reason = _likely_cause(Path(path)) or reason or "the write failed"
+    return ArtifactError(f"could not write {path}: {reason}; free space (or fix the folder's "
+                         f"permissions or size limit) or choose another --out, then rerun")
+
+
+def _likely_cause(path: Path) -> str | None:
+    """Why a write without an errno (torch's writer) failed: a file size limit, or a full disk."""
+    import shutil
+
+    with contextlib.suppress(OSError, ValueError, ImportError):  # no `resource` on Windows
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY:
+            return f"file too large (this process may write at most {soft} bytes per file: ulimit -f)"
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(path.parent).free < (1 << 20):
+            return WRITE_ERRNOS[errno.ENOSPC]
+    return None
+
+
 @contextlib.contextmanager
 def atomic_output(final: str | os.PathLike, suffix: str = ".partial") -> Iterator[Path]:
-    """Yield ``final + suffix`` to write; on success rename it to ``final``, on error remove it."""
+    """Yield ``final + suffix`` to write; on success rename it to ``final``, on error remove it.
+
+    A write the file system refuses (disk full, file size limit, quota, permissions) becomes an
+    `ArtifactError` naming ``final``; nothing at ``final`` is touched either way.
+    """
     final = Path(final)
     partial = final.with_name(final.name + suffix)
     try:
         yield partial
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             partial.unlink()
+        if write_failure(exc) is not None:
+            raise write_error(exc, final) from None
         raise
-    commit_partial(partial, final)
+    try:
+        commit_partial(partial, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        if write_failure(exc) is not None:
+            raise write_error(exc, final) from None
+        raise
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -141,15 +211,24 @@ def load_torch_artifact(path: str | os.PathLike, expected_format: str) -> dict[s
     import torch
 
     path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist or is not a file; give the path of an "
+                            f"{expected_format} artifact")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ArtifactError(f"{path} holds objects that would run code when loaded; ltkit only "
-                            f"loads plain tensors and values, so it refuses this file "
-                            f"({str(exc).splitlines()[0][:120]})") from None
+        unsafe = re.search(r"GLOBAL (\S+)", str(exc))
+        if unsafe:  # the pickle names a callable: loading it would run code; never done
+            raise ArtifactError(f"{path} holds pickled objects that would run code when loaded "
+                                f"({unsafe.group(1)}); ltkit only loads plain tensors and values "
+                                f"and refuses this file: use an artifact ltkit wrote") from None
+        raise ArtifactError(f"{path} is not a readable ltkit artifact (damaged, or not a file "
+                            f"ltkit wrote); give the output of the right ltkit stage") from None
     except Exception as exc:  # torch raises many kinds on a file that is not its own
-        raise ArtifactError(f"{path} is not a readable ltkit artifact (truncated or not a "
-                            f"torch file: {str(exc).splitlines()[0][:120]})") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120] or type(exc).__name__
+        raise ArtifactError(f"{path} is not a readable ltkit artifact (truncated, damaged or "
+                            f"not a torch file: {first}); give the output of the right ltkit "
+                            f"stage") from None
     if not isinstance(obj, dict) or obj.get("format") != expected_format:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise ArtifactError(f"{path} is not an {expected_format} artifact (found {found!r}); "

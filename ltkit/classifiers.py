@@ -12,6 +12,7 @@ Every Phase-II result maps pooled features ``(B, C)`` to logits ``(B, K)``:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -114,5 +115,30 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     if obj.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{path} is a classifier of format version {obj.get('format_version')}; "
                             f"this ltkit reads version {FORMAT_VERSION}")
-    clf = Classifier.from_state(obj["classifier"])
+    state = obj.get("classifier")
+    problem = _state_problem(state)
+    if problem:
+        raise ArtifactError(f"{path} is a damaged classifier ({problem}); make it again with "
+                            "ltkit augment-finetune")
+    clf = Classifier.from_state(state)
     return clf, {k: v for k, v in obj.items() if k != "classifier"}
+
+
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a saved classifier state, or None: kind, shapes, finite values."""
+    if not isinstance(state, dict) or state.get("kind") not in KINDS:
+        return "no classifier state of a known kind"
+    weight = state.get("weight")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or 0 in weight.shape:
+        return "its weight is not a (classes, features) tensor"
+    k = weight.shape[0]
+    for name in ("bias", "class_scale"):
+        value = state.get(name)
+        if value is not None and (not isinstance(value, torch.Tensor) or value.shape != (k,)):
+            return f"its {name} does not have one value per class"
+    tensors = [t for t in (weight, state.get("bias"), state.get("class_scale")) if t is not None]
+    scale = state.get("scale")
+    if not all(bool(torch.isfinite(t).all()) for t in tensors) or \
+            (scale is not None and not math.isfinite(float(scale))):
+        return "it holds NaN or infinite values"
+    return None

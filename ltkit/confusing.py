@@ -173,10 +173,15 @@ def load_table(path: str | Path) -> dict[str, Any]:
                             f"this ltkit reads version {FORMAT_VERSION}: rebuild it")
     try:
         T, nf = table["confusing"].shape
+        K = len(table["class_names"])
+        classes = torch.cat([table["head_classes"], table["tail_classes"]])  # (K,) every class once
         ok = (table["tail_classes"].shape == (T,) and table["scores"].shape == (T, nf)
-              and nf == table["top"] and len(table["class_names"]) == len(table["train_counts"])
+              and nf == table["top"] and K == len(table["train_counts"])
+              and sorted(classes.tolist()) == list(range(K))
+              and bool(((table["confusing"] >= 0) & (table["confusing"] < K)).all())
+              and bool(torch.isfinite(table["scores"]).all())
               and "store" in table["lineage"]["parents"])
-    except (KeyError, AttributeError, TypeError, ValueError):
+    except (KeyError, AttributeError, TypeError, ValueError, RuntimeError):
         ok = False
     if not ok:
         raise ArtifactError(f"{path} is a damaged confusing-class table; rebuild it with "
@@ -222,9 +227,11 @@ def show_table(table: dict[str, Any]) -> None:
     """A rich table on stderr: each tail class with its confusing classes and scores."""
     if console.is_quiet():
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    names, counts = table["class_names"], table["train_counts"]
+    names = [escape(str(n)) for n in table["class_names"]]  # shown as text, never as markup
+    counts = table["train_counts"]
     head = ", ".join(names[c] for c in table["head_classes"].tolist())
     view = Table(title=f"confusing classes (head ratio {table['head_ratio']}: "
                        f"{len(table['head_classes'])} head classes hold "
@@ -238,4 +245,4 @@ def show_table(table: dict[str, Any]) -> None:
                                                         table["scores"][i].tolist())]
         view.add_row(names[c], str(int(counts[c])), *cells)
     console.console.print(view)
-    console.log(f"head: {head}")
+    console.console.print(f"head: {head}", soft_wrap=True)  # names escaped above: print as is

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ltkit import __version__, console
 from ltkit.artifacts import (check_output, commit_partial, file_sha256, make_lineage,
-                             partial_path, resolve_input)
+                             partial_path, resolve_input, write_failure)
 from ltkit import distributed
 from ltkit.cams import label_cams
 from ltkit.checkpoint import load_backbone
@@ -139,8 +139,16 @@ class _Progress:
 
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"options": self.options, "done": self.done}, sort_keys=True))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps({"options": self.options, "done": self.done}, sort_keys=True))
+            os.replace(tmp, self.path)
+        except OSError as exc:  # the record before this one still holds: the rows it names are in
+            tmp.unlink(missing_ok=True)
+            reason = write_failure(exc)
+            if reason is None:
+                raise
+            raise StoreError(f"could not write {self.path}: {reason}; free space, then rerun the "
+                             f"same command to resume from the rows already written") from None
 
     @staticmethod
     def load(path: Path) -> dict[str, Any] | None:
@@ -231,6 +239,9 @@ def _data_parts(cfg: ExtractConfig, info: dict[str, Any]):
         raise DataError(f"the data set's classes ({', '.join(splits.class_names[:5])}, ...) are not "
                         f"the {info['num_classes']} classes the backbone was trained on; extract with "
                         f"its own data set (drop --data/--root) or a copy of it")
+    if splits.in_channels != int(info["in_channels"]):
+        raise DataError(f"the data set's images have {splits.in_channels} channel(s) but the backbone "
+                        f"takes {info['in_channels']}; extract with its own data set (drop --data/--root)")
     if list(splits.train_counts) != list(info["class_counts"]):
         console.warn(f"the training counts {list(splits.train_counts)} differ from the backbone's "
                      f"{list(info['class_counts'])}: this is not the subset it was trained on")
@@ -302,10 +313,28 @@ def _open_or_create(partial: Path, record_path: Path, options: dict[str, Any], p
             console.warn(f"{partial} cannot be resumed ({exc}); starting it over")
     partial.unlink(missing_ok=True)
     record_path.unlink(missing_ok=True)
-    create(partial)
-    progress = _Progress(record_path, options, {p.name: 0 for p in parts})
-    progress.save()  # its existence says the partial was created completely
+    try:
+        create(partial)
+        progress = _Progress(record_path, options, {p.name: 0 for p in parts})
+        progress.save()  # its existence says the partial was created completely
+    except BaseException:  # nothing written yet worth keeping: give the space back
+        partial.unlink(missing_ok=True)
+        record_path.unlink(missing_ok=True)
+        raise
     return progress
+
+
+def _pack(partial: Path, out: Path, compression: str) -> None:
+    """Compress the finished ``partial`` into ``out`` (through ``out.pack.partial``); on any
+    failure the packed file is removed and the finished partial kept, so a rerun packs again."""
+    packed = partial_path(out.with_name(out.name + ".pack"))
+    try:
+        pack_store(partial, packed, compression)
+        commit_partial(packed, out)
+    except BaseException:
+        packed.unlink(missing_ok=True)
+        raise
+    partial.unlink()
 
 
 def _verify(partial: Path, parts: list[_Part], progress: _Progress, clf: Classifier) -> None:
@@ -434,10 +463,7 @@ def _join_shards(shards: list[Path], out: Path, compression: str) -> None:
         for st in stores:
             st.close()
     if compression != "none":
-        packed = partial_path(out.with_name(out.name + ".pack"))
-        pack_store(partial, packed, compression)
-        commit_partial(packed, out)
-        partial.unlink()
+        _pack(partial, out, compression)
     else:
         commit_partial(partial, out)
     for p in shards:
@@ -502,10 +528,7 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
         with StoreWriter(partial) as writer:
             writer.mark_complete()
         if cfg.compression != "none" and shard is None:  # shards are packed when joined
-            packed = partial_path(out.with_name(out.name + ".pack"))
-            pack_store(partial, packed, cfg.compression)
-            commit_partial(packed, out)
-            partial.unlink()
+            _pack(partial, out, cfg.compression)
         else:
             commit_partial(partial, out)
         record_path.unlink(missing_ok=True)

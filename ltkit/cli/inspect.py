@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ltkit import console
@@ -42,15 +43,16 @@ def describe(st: Store) -> dict[str, Any]:
 
 
 def render(info: dict[str, Any]) -> None:
-    """The human summary, on stderr."""
+    """The human summary, on stderr. Paths, names and provenance come from the file: they are
+    printed as text (escaped), never read as rich markup."""
     out = console.console
     size = info["size_bytes"]
-    out.print(f"[bold]{info['path']}[/bold]  ltkit feature store v{info['schema_version']}, "
+    out.print(f"[bold]{escape(info['path'])}[/bold]  ltkit feature store v{info['schema_version']}, "
               f"{size / 2**20:.1f} MiB", soft_wrap=True)
     arrays = Table("split", "array", "shape", "dtype", box=None, pad_edge=False)
     for split, body in info["splits"].items():
         for name, spec in body["arrays"].items():
-            arrays.add_row(split, name, "x".join(map(str, spec["shape"])), spec["dtype"])
+            arrays.add_row(escape(split), escape(name), "x".join(map(str, spec["shape"])), spec["dtype"])
     out.print(arrays)
     counts = np.array([c["train_count"] for c in info["classes"]])
     g = info["groups"]
@@ -59,16 +61,17 @@ def render(info: dict[str, Any]) -> None:
               soft_wrap=True)
     classes = Table("class", "name", "train", "group", box=None, pad_edge=False)
     for k, c in enumerate(info["classes"]):
-        classes.add_row(str(k), c["name"], str(c["train_count"]), c["group"])
+        classes.add_row(str(k), escape(c["name"]), str(c["train_count"]), c["group"])
     out.print(classes)
     p, head = info["provenance"], info["classifier"]
     scale = f", scale {head['scale']:g}" if head["scale"] is not None else ""
-    out.print(f"backbone: {p['arch']} ({p['head']} head{scale}), maps from {p['layer']}, "
+    out.print(escape(f"backbone: {p['arch']} ({p['head']} head{scale}), maps from {p['layer']}, "
               f"{'x'.join(map(str, info['feature_shape']))}; kept for "
-              f"{', '.join(info['spatial_splits']) or 'no split'}; {info['train_views']} augmented views", soft_wrap=True)
-    out.print(f"from {p['backbone_path']} (sha256 {p['backbone_sha256'][:12]}), data set "
-              f"{p['dataset'].get('name')}, ltkit {p['ltkit_version']}, seed {p['seed']}, "
-              f"created {p['created']}", soft_wrap=True)
+              f"{', '.join(info['spatial_splits']) or 'no split'}; {info['train_views']} augmented views"),
+              soft_wrap=True)
+    out.print(escape(f"from {p['backbone_path']} (sha256 {str(p['backbone_sha256'])[:12]}), data set "
+                     f"{p['dataset'].get('name')}, ltkit {p['ltkit_version']}, seed {p['seed']}, "
+                     f"created {p['created']}"), soft_wrap=True)
 
 
 @app.command("inspect")
