@@ -11,6 +11,7 @@ import time
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -28,12 +29,13 @@ def is_quiet() -> bool:
 
 
 def log(message: str) -> None:
+    """A line on stderr; the text is printed as it is (no rich markup: paths may hold '[')."""
     if not _quiet:
-        console.print(message, soft_wrap=True)
+        console.print(escape(message), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 class _Tracker:

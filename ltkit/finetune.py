@@ -50,6 +50,7 @@ from ltkit.confusing import load_table, table_for_store, table_store_path
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.metrics import balanced_accuracy, per_class_accuracy
+from ltkit.augment import TAU_G, TAU_S
 
 CLASSIFIERS = ("linear", "crt", "lws", "tau-norm", "ncm")
 TRAINING_FREE = ("tau-norm", "ncm")
@@ -72,8 +73,8 @@ class FinetuneConfig:
     weight_decay: float = 5e-4     # SGD weight decay on the trained parameters
     batch_size: int | None = None  # None: 128 (linear, paper) or 512 (crt, lws, Kang)
     na: int | None = None          # Na augmented per real tail sample; None: the table's Nf
-    tau_s: float = 0.5             # FSA class-specific threshold (CAM > tau_s), in (0, 1)
-    tau_g: float = 0.5             # FSA class-generic threshold (CAM < tau_g), in (0, 1)
+    tau_s: float = TAU_S            # FSA class-specific threshold (CAM > tau_s), in (0, 1)
+    tau_g: float = TAU_G            # FSA class-generic threshold (CAM < tau_g), in (0, 1)
     tail_draw: str = "instance"    # instance (uniform over tail images) | class (over tail classes)
     head_draw: str = "instance"    # instance | class, for the head half
     views: bool = True             # use the store's augmented train views when it has them
@@ -230,7 +231,12 @@ def cpu_threads(device: torch.device, threads: int) -> Iterator[None]:
 def finetune_classifier(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig, *,
                         val: tuple[torch.Tensor, torch.Tensor] | None = None
                         ) -> tuple[Classifier, list[dict[str, Any]]]:
-    """Train on the augmenter's batches; ``cfg`` resolved. Returns (classifier, history)."""
+    """Train on the augmenter's batches; ``cfg`` resolved. Returns (classifier, history).
+
+    tau-norm and ncm train nothing: `fit` makes them."""
+    if cfg.classifier in ("tau-norm", "ncm"):
+        raise ConfigError(f"the {cfg.classifier} classifier is not trained on batches; "
+                          "make it with ltkit.finetune.fit (or ltkit augment-finetune)")
     with cpu_threads(bank.device, cfg.threads):
         return _train(bank, phase1, cfg, val)
 

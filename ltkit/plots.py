@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from ltkit import console
 from ltkit.artifacts import atomic_output, check_output, resolve_input
 from ltkit.errors import ConfigError, DataError
+from ltkit.augment import TAU_G, TAU_S
 
 SPLIT_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 NAMED_TICKS = 40   # above this many classes, axes show indices instead of class names
@@ -175,8 +176,8 @@ class FeaturePlotConfig:
     split: str = "train"              # store split whose images are drawn
     per_class: int = 60               # images drawn per class (fewer when a class has fewer)
     vectors: int = 300                # location vectors shown per class and kind, at most
-    tau_s: float = 0.5                # class-specific locations: CAM > tau_s (FSA's default)
-    tau_g: float = 0.5                # class-generic locations: CAM < tau_g (FSA's default)
+    tau_s: float = TAU_S               # class-specific locations: CAM > tau_s (FSA's default)
+    tau_g: float = TAU_G               # class-generic locations: CAM < tau_g (FSA's default)
     seed: int = 0                     # which images and vectors are drawn
     normalize: bool = True            # L2-normalise each vector before PCA: directions, which
                                       # the classifier reads, not norms, which a few outliers rule

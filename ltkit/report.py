@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from ltkit import console
@@ -90,7 +91,7 @@ def _class_table(result: dict[str, Any], split: str) -> tuple[str, Table]:
                       ("accuracy %", "right")):
         table.add_column(col, justify=just)
     for r in rows:
-        table.add_row(str(r["index"]), r["name"], str(r["train_count"]), str(r["test_count"]),
+        table.add_row(str(r["index"]), escape(r["name"]), str(r["train_count"]), str(r["test_count"]),
                       pct(r["accuracy"]))
     return f"{split} classes ({len(rows)})", table
 

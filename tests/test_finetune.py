@@ -274,3 +274,13 @@ def test_cli_bad_options_are_one_clear_line(table_path, tmp_path, args, message)
                      "--out", str(tmp_path / "x.pt"), *args)
     assert result.exit_code == 2 and message in result.stderr and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("classifier", ["tau-norm", "ncm"])
+def test_finetune_classifier_refuses_what_it_does_not_train(classifier):
+    """tau-norm and ncm are made by `fit`; training them on batches would silently be `none`."""
+    from ltkit.finetune import FinetuneConfig, finetune_classifier
+
+    cfg = FinetuneConfig(classifier=classifier, augment="none")
+    with pytest.raises(ConfigError, match="not trained on batches"):
+        finetune_classifier(None, None, cfg)

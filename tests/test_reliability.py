@@ -497,10 +497,6 @@ def test_paths_and_names_are_printed_as_text_not_markup(work, tmp_path):
     assert_refused(run("evaluate", str(missing)), f"{missing} does not exist")
 
 
-@pytest.mark.xfail(strict=True, reason="ltkit/console.py: log() and warn() print their message as rich "
-                   "markup, so a path holding '[/' (here runs[/]s.h5) crashes the stage (MarkupError, "
-                   "exit 1); fix: print rich.markup.escape(message) in log(), and "
-                   "f'[yellow]warning:[/yellow] {escape(message)}' in warn()")
 def test_logged_paths_are_printed_as_text_not_markup(work, tmp_path):
     folder = tmp_path / "runs["
     folder.mkdir()
@@ -512,9 +508,6 @@ def test_logged_paths_are_printed_as_text_not_markup(work, tmp_path):
         assert result.exit_code == 0, (args[0], result.exception)
 
 
-@pytest.mark.xfail(strict=True, reason="ltkit/report.py: _class_table adds class names to a rich Table as "
-                   "markup, so a name holding '[/]' crashes evaluate --split few (MarkupError, exit 1); "
-                   "fix: table.add_row(str(r['index']), rich.markup.escape(r['name']), ...)")
 def test_evaluate_lists_class_names_as_text_not_markup(tmp_path):
     store = make_store(tmp_path / "s.h5")
     with h5py.File(store, "r+") as f:  # classes 3-5 are the few classes

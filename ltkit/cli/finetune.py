@@ -11,6 +11,7 @@ from ltkit.augment import AUGMENTERS
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, emit_path, run_stage
 from ltkit.finetune import CLASSIFIERS
+from ltkit.augment import TAU_G, TAU_S
 
 
 def parse_tau(text: str) -> Optional[float]:
@@ -34,8 +35,8 @@ def augment_finetune_cmd(
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.9,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="SGD weight decay.")] = 5e-4,
     na: Annotated[Optional[int], typer.Option("--na", help="Augmented samples per real tail sample (default: the table's Nf).")] = None,
-    tau_s: Annotated[float, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s.")] = 0.5,
-    tau_g: Annotated[float, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g.")] = 0.5,
+    tau_s: Annotated[float, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s.")] = TAU_S,
+    tau_g: Annotated[float, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g.")] = TAU_G,
     tail_draw: Annotated[str, typer.Option("--tail-draw", help="Tail samples: instance (uniform over tail images) or class (uniform over tail classes).")] = "instance",
     head_draw: Annotated[str, typer.Option("--head-draw", help="Head samples: instance or class.")] = "instance",
     views: Annotated[bool, typer.Option("--views/--no-views", help="Draw a random stored train view per image when the store has views.")] = True,

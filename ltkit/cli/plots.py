@@ -10,6 +10,7 @@ import typer
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Force, Quiet, Seed, emit_path, run_stage
 from ltkit.plots import FeaturePlotConfig, plot_features
+from ltkit.augment import TAU_G, TAU_S
 
 
 @app.command("plot-features", help="PCA view of pooled features of chosen classes, beside their "
@@ -22,8 +23,8 @@ def plot_features_cmd(
     split: Annotated[str, typer.Option("--split", help="Store split whose images are drawn (maps are kept for train by default).")] = "train",
     per_class: Annotated[int, typer.Option("--per-class", help="Images drawn per class.")] = 60,
     vectors: Annotated[int, typer.Option("--vectors", help="Location vectors shown per class and kind, at most.")] = 300,
-    tau_s: Annotated[float, typer.Option("--tau-s", help="Class-specific locations: CAM > tau_s.")] = 0.5,
-    tau_g: Annotated[float, typer.Option("--tau-g", help="Class-generic locations: CAM < tau_g.")] = 0.5,
+    tau_s: Annotated[float, typer.Option("--tau-s", help="Class-specific locations: CAM > tau_s.")] = TAU_S,
+    tau_g: Annotated[float, typer.Option("--tau-g", help="Class-generic locations: CAM < tau_g.")] = TAU_G,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalise each vector before PCA (directions, not norms).")] = True,
     seed: Seed = 0,
     force: Force = False,
