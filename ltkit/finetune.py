@@ -75,6 +75,7 @@ class FinetuneConfig:
     na: int | None = None          # Na augmented per real tail sample; None: the table's Nf
     tau_s: float = TAU_S            # FSA class-specific threshold (CAM > tau_s), in (0, 1)
     tau_g: float = TAU_G            # FSA class-generic threshold (CAM < tau_g), in (0, 1)
+    gamma_min: float = 0.0         # FSA: gamma ~ U(gamma_min, 1) (paper: 0), in [0, 1)
     tail_draw: str = "instance"    # instance (uniform over tail images) | class (over tail classes)
     head_draw: str = "instance"    # instance | class, for the head half
     views: bool = True             # use the store's augmented train views when it has them
@@ -118,7 +119,7 @@ class FinetuneConfig:
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(batch_size=self.batch_size or 128, na=self.na or 3, tau_s=self.tau_s,
-                             tau_g=self.tau_g, tail_draw=self.tail_draw, head_draw=self.head_draw,
+                             tau_g=self.tau_g, gamma_min=self.gamma_min, tail_draw=self.tail_draw, head_draw=self.head_draw,
                              use_views=self.views)
 
     def resolved(self, num_train: int, nf: int) -> "FinetuneConfig":

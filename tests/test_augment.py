@@ -250,3 +250,13 @@ def test_cloud_matches_the_head_angular_variance():
         assert generated == pytest.approx(aug.target, rel=0.06)
     norms = x.norm(dim=1)
     assert float(norms.min()) > 0 and math.isfinite(float(norms.max()))
+
+
+def test_gamma_min_narrows_the_mixing_ratio():
+    bank = identifiable_bank()
+    cfg = AugmentConfig(batch_size=64, na=3, tau_s=TAU_S, tau_g=TAU_G, gamma_min=0.75)
+    d = make_augmenter("fsa", bank, cfg).draw(torch.Generator().manual_seed(0), batches=20)
+    assert float(d["gamma"].min()) >= 0.75 and float(d["gamma"].max()) < 1.0
+    assert int(d["n_specific"][d["n_specific"] > 0].min()) >= 3  # round(0.75 * 4) = 3
+    with pytest.raises(ConfigError, match="gamma-min"):
+        AugmentConfig(gamma_min=1.0).validate()

@@ -42,6 +42,7 @@ class AugmentConfig:
     na: int = 3                    # Na: augmented samples per real tail sample (paper: Na = Nf = 3)
     tau_s: float = TAU_S           # class-specific locations: CAM > tau_s (strict), in (0, 1)
     tau_g: float = TAU_G           # class-generic locations: CAM < tau_g (strict), in (0, 1)
+    gamma_min: float = 0.0         # gamma ~ U(gamma_min, 1): share of class-specific vectors (paper: 0)
     tail_draw: str = "instance"    # instance: uniform over tail images; class: a tail class, then an image
     head_draw: str = "instance"    # the same for the head half of the batch
     use_views: bool = True         # draw a random stored view per image when the store has views
@@ -56,6 +57,8 @@ class AugmentConfig:
             if not 0.0 < value < 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} must lie strictly between 0 and 1 "
                                   f"(CAMs are normalised to [0, 1]), got {value}")
+        if not 0.0 <= self.gamma_min < 1.0:
+            raise ConfigError(f"--gamma-min must lie in [0, 1), got {self.gamma_min}")
         for name in ("tail_draw", "head_draw"):
             if getattr(self, name) not in DRAWS:
                 raise ConfigError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; "

@@ -8,7 +8,8 @@ One batch (B = 2 * Nt * (1 + Na)):
    confusing; Na > Nf: cycling), and one image u of that class, uniform within the class;
    - class-specific locations of the tail image: CAM > tau_s (strict, as Eq. 2 / line 7),
    - class-generic locations of u: its own-label CAM < tau_g (strict, line 12),
-   - gamma ~ U[0, 1); round(gamma * L) specific and L - round(gamma * L) generic location
+   - gamma ~ U[0, 1) (``gamma_min`` > 0: U[gamma_min, 1), an option beside the paper);
+     round(gamma * L) specific and L - round(gamma * L) generic location
      vectors drawn with repetition (uniform over the valid locations) and averaged: one pooled
      feature labelled with the tail class. Locations whose vector is all-zero are never drawn.
 3. Nt * (1 + Na) head images (``head_draw``), a random view each.
@@ -112,7 +113,8 @@ class FeatureSpaceAugmenter:
         conf_cls = bank.confusing[bank.tail_row[tail_cls]][:, self.slot_rank]  # (Nt, Na)
         conf = bank.draw_from_classes(conf_cls.flatten(), generator)  # (A,), A = Nt * Na
         conf_view = bank.draw_views(nt * na, generator)  # (A,)
-        gamma = torch.rand(nt * na, generator=generator, device=bank.device)  # (A,)
+        gamma = torch.rand(nt * na, generator=generator, device=bank.device)  # (A,) U[0, 1)
+        gamma = cfg.gamma_min + (1.0 - cfg.gamma_min) * gamma  # U[gamma_min, 1)
 
         owner = torch.arange(nt, device=bank.device).repeat_interleave(na)  # (A,) tail row of each
         t_img, t_view = tail[owner], tail_view[owner]  # (A,), (A,)

@@ -37,6 +37,7 @@ def augment_finetune_cmd(
     na: Annotated[Optional[int], typer.Option("--na", help="Augmented samples per real tail sample (default: the table's Nf).")] = None,
     tau_s: Annotated[float, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s.")] = TAU_S,
     tau_g: Annotated[float, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g.")] = TAU_G,
+    gamma_min: Annotated[float, typer.Option("--gamma-min", help="fsa: mixing ratio gamma ~ U(gamma_min, 1), the share of class-specific vectors (paper: 0).")] = 0.0,
     tail_draw: Annotated[str, typer.Option("--tail-draw", help="Tail samples: instance (uniform over tail images) or class (uniform over tail classes).")] = "instance",
     head_draw: Annotated[str, typer.Option("--head-draw", help="Head samples: instance or class.")] = "instance",
     views: Annotated[bool, typer.Option("--views/--no-views", help="Draw a random stored train view per image when the store has views.")] = True,
@@ -64,7 +65,7 @@ def augment_finetune_cmd(
         cfg = FinetuneConfig(augment=augment, classifier=classifier, iterations=iterations, lr=lr,
                              schedule=schedule, momentum=momentum, weight_decay=weight_decay,
                              batch_size=batch_size, na=na, tau_s=tau_s, tau_g=tau_g,
-                             tail_draw=tail_draw, head_draw=head_draw, views=views,
+                             gamma_min=gamma_min, tail_draw=tail_draw, head_draw=head_draw, views=views,
                              margin=margin, scale=scale, tau=parse_tau(tau), ncm_metric=ncm_metric,
                              eval_every=eval_every, resident_gib=resident_gib, threads=threads, seed=seed,
                              device=device)
