@@ -26,7 +26,8 @@ import torch
 
 from ltkit import console
 from ltkit.artifacts import (atomic_output, check_output, file_sha256, load_torch_artifact,
-                             make_lineage, resolve_input, save_torch_artifact, versions)
+                             make_lineage, resolve_input, reuse_existing, save_torch_artifact,
+                             versions)
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 
 FORMAT = "ltkit-confusing-table"
@@ -136,12 +137,27 @@ def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | No
     """``ltkit confusing-classes``: write the table of a store (``-``: path from stdin)."""
     cfg.validate()
     store_path = resolve_input(store)
-    out = check_output(out or default_table_path(store_path), force)
+    out = Path(out or default_table_path(store_path)).expanduser()
+    if reuse_existing(out, force, lambda p: _same_table(load_table(p), store_path, cfg)):
+        console.log(f"{out} exists with the same options: reusing it (--force to rebuild)")
+        table = load_table(out)
+        if csv_path is not None:  # the export of this very table: same content
+            export_csv(table, check_output(csv_path, force=True))
+        return out
+    out = check_output(out, force)
     csv_path = check_output(csv_path, force) if csv_path is not None else None
     table = write_table(store_path, cfg, out)
     if csv_path is not None:
         export_csv(table, csv_path)
     return out
+
+
+def _same_table(table: dict[str, Any], store_path: Path, cfg: ConfusingConfig) -> bool:
+    """Was ``table`` built from this very store (path and content) with these options?"""
+    parent = table["lineage"]["parents"]["store"]
+    return (table["lineage"]["options"] == dataclasses.asdict(cfg)
+            and Path(parent["path"]).resolve() == store_path.resolve()
+            and parent["sha256"] == file_sha256(store_path))
 
 
 def table_for_store(store_path: str | Path) -> tuple[dict[str, Any], Path]:

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ltkit import __version__, console
-from ltkit.artifacts import (check_output, commit_partial, file_sha256, make_lineage,
+from ltkit.artifacts import (check_output, reuse_existing, commit_partial, file_sha256, make_lineage,
                              partial_path, resolve_input, write_failure)
 from ltkit import distributed
 from ltkit.cams import label_cams
@@ -419,7 +419,7 @@ def extract(cfg: ExtractConfig, *, force: bool = False) -> Path:
     out = Path(cfg.out).expanduser() if cfg.out else ckpt.with_suffix(".h5")
     with distributed.session(cfg.device) as ctx:
         if not ctx.active:
-            return _extract_to(cfg, ckpt, check_output(out, force), ctx.device, force=force)
+            return _extract_to(cfg, ckpt, out, ctx.device, force=force)
         if not ctx.is_main:
             console.configure(quiet=True)
         check_output(out, force)
@@ -497,11 +497,14 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
         "checkpoint_sha256": sha, "dataset": dataclasses.asdict(spec), "spatial_splits": spatial,
         "train_views": cfg.train_views, "batch_size": cfg.batch_size, "precision": precision,
         "compression": cfg.compression, "seed": cfg.seed, "ltkit_version": __version__}))
-    if shard is not None and out.exists() and not force:  # a shard finished before a crash
-        with open_store(out) as st:
-            if st.attrs.get("options") == options:
-                console.log(f"{out} (shard {shard[0]}) is complete: reusing it")
-                return out
+    def same_options(path: Path) -> bool:
+        with open_store(path) as st:
+            return st.attrs.get("options") == options
+
+    if reuse_existing(out, force, same_options):  # a rerun, or a shard finished before a crash
+        console.log(f"{out} exists with the same options: reusing it (--force to extract again)")
+        return out
+    check_output(out, force)
     layout = StoreLayout(c, h, w, len(info["class_names"]), {p.name: p.rows for p in parts}, tuple(spatial))
     attrs = {"class_names": list(info["class_names"]), "train_counts": train_counts,
              "num_classes": len(info["class_names"]), "feature_shape": [c, h, w], "arch": info["arch"],

@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from ltkit import console
-from ltkit.artifacts import check_output, make_lineage, resolve_input
+from ltkit.artifacts import check_output, file_sha256, make_lineage, resolve_input, reuse_existing
 from ltkit.augment import AUGMENTERS, AugmentConfig, iter_batches, make_augmenter
 from ltkit.augment.bank import VIEWS_SPLIT, FeatureBank, load_bank
-from ltkit.classifiers import NCM_METRICS, Classifier, save_classifier
+from ltkit.classifiers import NCM_METRICS, Classifier, load_classifier, save_classifier
 from ltkit.confusing import load_table, table_for_store, table_store_path
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
@@ -380,6 +380,23 @@ def fit(st, table: dict[str, Any] | None, phase1: Classifier, cfg: FinetuneConfi
     return clf, history, cfg
 
 
+_RUN_ONLY = ("device", "threads", "eval_every", "resident_gib")  # options that leave the result as it is
+
+
+def _request(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The options as asked (before defaults are resolved), less those that only steer the run."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_ONLY}
+
+
+def _same_request(path: Path, request: dict[str, Any], parents: dict[str, Path]) -> bool:
+    """Was the classifier at ``path`` made from these very parents with these options?"""
+    _, meta = load_classifier(path)
+    saved = meta["lineage"]
+    return (saved["options"].get("request") == request
+            and set(saved["parents"]) == set(parents)
+            and all(saved["parents"][role]["sha256"] == file_sha256(p) for role, p in parents.items()))
+
+
 def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path | None = None,
                      force: bool = False, store: str | Path | None = None) -> Path:
     """``ltkit augment-finetune``: a table or a store (``-``: its path from stdin) -> the path of
@@ -388,8 +405,13 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
 
     cfg.validate()
     store_path, table, table_path = resolve_sources(source, cfg, store)
-    out = check_output(out or (table_path or store_path).parent /
-                       f"{store_path.stem}.{method_name(cfg)}.pt", force)
+    out = Path(out or (table_path or store_path).parent / f"{store_path.stem}.{method_name(cfg)}.pt")
+    parents = {"store": store_path} | ({"table": table_path} if table_path else {})
+    request = _request(cfg)
+    if reuse_existing(out, force, lambda p: _same_request(p, request, parents)):
+        console.log(f"{out} exists with the same options: reusing it (--force to fine-tune again)")
+        return out.expanduser()
+    out = check_output(out, force)
     device = resolve_device(cfg.device)
     with open_store(store_path) as st:
         if table is not None and list(table["class_names"]) != list(st.class_names):
@@ -409,8 +431,8 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
         summary = {"val_acc": accuracy_on(clf, *val), "phase1_val_acc": accuracy_on(phase1, *val)}
         console.log(f"validation accuracy {summary['val_acc']:.4f} "
                     f"(Phase I {summary['phase1_val_acc']:.4f})")
-    parents = {"store": store_path} | ({"table": table_path} if table_path else {})
-    options = dataclasses.asdict(cfg) | {"method": method_name(cfg), "phase1_kind": phase1.kind}
+    options = dataclasses.asdict(cfg) | {"method": method_name(cfg), "phase1_kind": phase1.kind,
+                                         "request": request}
     return save_classifier(out, clf.cpu(), method=method_name(cfg),
                            lineage=make_lineage(parents, options, cfg.seed),
                            options=options | summary, history=history)

@@ -115,7 +115,7 @@ def test_cli_prints_only_the_path_and_shows_the_table(store_path, tmp_path):
     assert result.stdout.strip() == str(out)
     assert "confusing classes" in result.stderr and "class5" in result.stderr
     assert (tmp_path / "c.csv").exists()
-    again = run_cli("confusing-classes", str(store_path), "--out", str(out))
+    again = run_cli("confusing-classes", str(store_path), "--top", "2", "--out", str(out))
     assert again.exit_code == 2 and "--force" in again.stderr and again.stdout == ""
 
 

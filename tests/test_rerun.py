@@ -1,0 +1,63 @@
+"""A rerun of a stage with the same options reuses its artifact; other options need --force."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ltkit.cli import app
+from storefixtures import make_store
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, [*args, "--device", "cpu"] if args[0] == "augment-finetune"
+                              else list(args))
+
+
+@pytest.fixture()
+def store(tmp_path) -> Path:
+    return make_store(tmp_path / "s.h5")
+
+
+def _reused(first, again, path: Path, before: int) -> None:
+    assert first.exit_code == 0 and again.exit_code == 0, (first.stderr, again.stderr)
+    assert again.stdout.strip() == first.stdout.strip() == str(path)
+    assert "reusing" in again.stderr and path.stat().st_mtime_ns == before
+
+
+def test_confusing_classes_rerun_reuses_the_table(store, tmp_path):
+    out = tmp_path / "t.pt"
+    first = run("confusing-classes", str(store), "--out", str(out))
+    before = out.stat().st_mtime_ns
+    _reused(first, run("confusing-classes", str(store), "--out", str(out)), out, before)
+    other = run("confusing-classes", str(store), "--top", "2", "--out", str(out))
+    assert other.exit_code == 2 and "--force" in other.stderr and out.stat().st_mtime_ns == before
+
+
+def test_augment_finetune_rerun_reuses_the_classifier(store, tmp_path):
+    table = tmp_path / "t.pt"
+    assert run("confusing-classes", str(store), "--out", str(table)).exit_code == 0
+    out = tmp_path / "c.pt"
+    args = ("augment-finetune", str(table), "--iterations", "20", "--out", str(out))
+    first = run(*args)
+    before = out.stat().st_mtime_ns
+    _reused(first, run(*args), out, before)
+    other = run(*args, "--tau-s", "0.6")
+    assert other.exit_code == 2 and "--force" in other.stderr and out.stat().st_mtime_ns == before
+    assert run(*args, "--tau-s", "0.6", "--force").exit_code == 0
+    assert out.stat().st_mtime_ns != before
+
+
+def test_extract_rerun_reuses_the_store(tmp_path):
+    ckpt = tmp_path / "b.pt"
+    assert CliRunner().invoke(app, ["train-backbone", "--data", "synthetic", "--num-classes", "3",
+                                    "--n-max", "12", "--imbalance", "2", "--val-per-class", "2",
+                                    "--epochs", "1", "--device", "cpu", "--out", str(ckpt)]).exit_code == 0
+    out = tmp_path / "f.h5"
+    first = run("extract", str(ckpt), "--out", str(out), "--device", "cpu")
+    before = out.stat().st_mtime_ns
+    _reused(first, run("extract", str(ckpt), "--out", str(out), "--device", "cpu"), out, before)
+    other = run("extract", str(ckpt), "--out", str(out), "--device", "cpu", "--train-views", "1")
+    assert other.exit_code == 2 and "--force" in other.stderr and out.stat().st_mtime_ns == before
