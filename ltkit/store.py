@@ -287,6 +287,8 @@ class Store:
         self._sha256: str | None = None
         self._offsets: dict[str, np.ndarray | None] = {}  # per dataset: row byte offsets, or None
         self._bytes: np.ndarray | None = None  # the file's bytes, mapped: for unfiltered maps
+        self._map: mmap.mmap | None = None     # that mapping (to release pages once copied)
+        self._touched = 0                      # bytes copied from it since the last release
         try:
             with _damage_is_store_error(path):
                 self.attrs = _validate(self._h5(), path, allow_incomplete)
@@ -303,7 +305,7 @@ class Store:
         if self._file is None or self._pid != os.getpid() or not self._file.id.valid:
             try:
                 self._file = h5py.File(self.path, "r")
-                self._offsets, self._bytes = {}, None
+                self._offsets, self._bytes, self._map = {}, None, None
             except OSError as exc:
                 raise StoreError(f"{self.path} cannot be opened as HDF5 ({_first_line(exc)}); it is "
                                  f"truncated or damaged: run ltkit extract again") from None
@@ -391,7 +393,8 @@ class Store:
         if self._bytes is None:
             try:
                 fd = self._h5().id.get_vfd_handle()
-                self._bytes = np.frombuffer(mmap.mmap(fd, 0, access=mmap.ACCESS_READ), np.uint8)
+                self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                self._bytes = np.frombuffer(self._map, np.uint8)
             except (TypeError, ValueError, OSError):  # another file driver: map by path
                 self._bytes = np.memmap(self.path, dtype=np.uint8, mode="r")
         return self._bytes
@@ -416,7 +419,22 @@ class Store:
         breaks = np.flatnonzero(np.diff(starts) != size) + 1  # runs of adjacent chunks
         for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
             flat[a:b] = data[starts[a]:starts[a] + (b - a) * size].reshape(b - a, size)
+            self._release(int(starts[a]), (b - a) * size)
         return out
+
+    RELEASE_BYTES = 256 << 20  # mapped bytes read before the mapping's pages are released
+
+    def _release(self, start: int, length: int) -> None:
+        """Every RELEASE_BYTES read, tell the kernel this process is done with the mapped pages,
+        so they stop counting as its resident memory (they stay in the page cache): streaming a
+        store larger than memory keeps the footprint bounded, a working set that fits stays
+        mapped and fast."""
+        self._touched += length
+        if self._touched < self.RELEASE_BYTES or self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        self._touched = 0
+        with contextlib.suppress(OSError, ValueError):
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     def classifier(self) -> dict[str, Any]:
         """The Phase-I classifier: kind, weight (K, C), bias (K,) or None, scale or None."""
@@ -443,7 +461,7 @@ class Store:
     def close(self) -> None:
         if self._pid == os.getpid() and self._file is not None and self._file.id.valid:
             self._file.close()
-        self._file, self._bytes = None, None
+        self._file, self._bytes, self._map = None, None, None
 
     def __enter__(self) -> "Store":
         return self
