@@ -85,6 +85,8 @@ def _run(store, table, table_path, seeds, tau_s, tau_g, iterations) -> dict:
         "none": {"augment": "none"},
         "fsa": {"augment": "fsa", "tau_s": best["linear"]["tau_s"], "tau_g": best["linear"]["tau_g"]},
         "fsa (0.5, 0.5)": {"augment": "fsa", "tau_s": 0.5, "tau_g": 0.5},
+        "fsa, instance draws": {"augment": "fsa", "tail_draw": "instance", "head_draw": "instance"},
+        "none, instance draws": {"augment": "none", "tail_draw": "instance", "head_draw": "instance"},
         "fsa, gamma >= 0.5": {"augment": "fsa", "gamma_min": 0.5, "tau_s": best["linear"]["tau_s"],
                               "tau_g": best["linear"]["tau_g"]},
         "crt": {"classifier": "crt"},
@@ -119,13 +121,13 @@ def _std(runs):
 
 
 def markdown(out: dict) -> str:
-    lines = ["| method | val % | test balanced % | many % | medium % | tail % | s / run |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| method | val % | test balanced % | many % | medium % | few % | tail % | s / run |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in out["results"].items():
         m, s = r["mean"], r["std"]
         cell = lambda k: f"{100 * m[k]:.2f} ± {100 * s[k]:.2f}" if k in m else "—"  # noqa: E731
         lines.append(f"| {name} | {cell('val')} | {cell('balanced')} | {cell('many')} | "
-                     f"{cell('medium')} | {cell('tail')} | {m['seconds']:.1f} |")
+                     f"{cell('medium')} | {cell('few')} | {cell('tail')} | {m['seconds']:.1f} |")
     for clf, rows in out["sweeps"].items():
         lines += ["", f"FSA thresholds on validation ({clf}):", "",
                   "| tau_s \\ tau_g | " + " | ".join(str(g) for g in TAU_G) + " |",

@@ -27,7 +27,8 @@ FORMATS = ("table", "markdown", "csv")
 COLUMNS = ("overall", "many", "medium", "few", "tail", "balanced")
 MAX_OPTIONS = 6  # options shown per run; the rest are elided
 # recorded beside the options but not what makes a run: where it ran, and measured values
-NOT_OPTIONS = {"device", "workers", "resident_gib", "eval_every", "quiet", "debug", "force", "out"}
+NOT_OPTIONS = {"device", "workers", "resident_gib", "eval_every", "quiet", "debug", "force", "out",
+               "request"}  # request: the options as asked, kept for reruns; the resolved ones show
 
 
 @dataclass
@@ -62,7 +63,8 @@ def flat_options(result: dict[str, Any]) -> dict[str, str]:
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
+                if k not in NOT_OPTIONS:  # a whole group left out (e.g. request)
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
         elif isinstance(value, (list, tuple)):
             out[prefix] = ",".join(map(str, value))
         elif prefix.rsplit(".", 1)[-1] not in NOT_OPTIONS and not prefix.endswith("_acc"):

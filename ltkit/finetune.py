@@ -50,7 +50,7 @@ from ltkit.confusing import load_table, table_for_store, table_store_path
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.metrics import balanced_accuracy, per_class_accuracy
-from ltkit.augment import TAU_G, TAU_S
+from ltkit.augment import DRAW, TAU_G, TAU_S
 
 CLASSIFIERS = ("linear", "crt", "lws", "tau-norm", "ncm")
 TRAINING_FREE = ("tau-norm", "ncm")
@@ -76,8 +76,8 @@ class FinetuneConfig:
     tau_s: float = TAU_S            # FSA class-specific threshold (CAM > tau_s), in (0, 1)
     tau_g: float = TAU_G            # FSA class-generic threshold (CAM < tau_g), in (0, 1)
     gamma_min: float = 0.0         # FSA: gamma ~ U(gamma_min, 1) (paper: 0), in [0, 1)
-    tail_draw: str = "instance"    # instance (uniform over tail images) | class (over tail classes)
-    head_draw: str = "instance"    # instance | class, for the head half
+    tail_draw: str = DRAW          # class (a tail class, then an image) | instance (uniform over tail images)
+    head_draw: str = DRAW          # class | instance, for the head half
     views: bool = True             # use the store's augmented train views when it has them
     margin: float = 0.2            # cloud: additive angular margin m, radians, in [0, pi/2)
     scale: float = 16.0            # cosine logit scale s (a cosine Phase-I head keeps its own)

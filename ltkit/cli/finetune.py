@@ -11,7 +11,7 @@ from ltkit.augment import AUGMENTERS
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, emit_path, run_stage
 from ltkit.finetune import CLASSIFIERS
-from ltkit.augment import TAU_G, TAU_S
+from ltkit.augment import DRAW, TAU_G, TAU_S
 
 
 def parse_tau(text: str) -> Optional[float]:
@@ -38,8 +38,8 @@ def augment_finetune_cmd(
     tau_s: Annotated[float, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s.")] = TAU_S,
     tau_g: Annotated[float, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g.")] = TAU_G,
     gamma_min: Annotated[float, typer.Option("--gamma-min", help="fsa: mixing ratio gamma ~ U(gamma_min, 1), the share of class-specific vectors (paper: 0).")] = 0.0,
-    tail_draw: Annotated[str, typer.Option("--tail-draw", help="Tail samples: instance (uniform over tail images) or class (uniform over tail classes).")] = "instance",
-    head_draw: Annotated[str, typer.Option("--head-draw", help="Head samples: instance or class.")] = "instance",
+    tail_draw: Annotated[str, typer.Option("--tail-draw", help="Tail samples: class (a tail class, then one of its images; chosen on validation) or instance (uniform over tail images).")] = DRAW,
+    head_draw: Annotated[str, typer.Option("--head-draw", help="Head samples: class or instance.")] = DRAW,
     views: Annotated[bool, typer.Option("--views/--no-views", help="Draw a random stored train view per image when the store has views.")] = True,
     margin: Annotated[float, typer.Option("--margin", help="cloud: additive angular margin (radians).")] = 0.2,
     scale: Annotated[float, typer.Option("--scale", help="cloud: cosine logit scale (a cosine Phase-I head keeps its own).")] = 16.0,
