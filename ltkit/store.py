@@ -429,8 +429,10 @@ class Store:
         so they stop counting as its resident memory (they stay in the page cache): streaming a
         store larger than memory keeps the footprint bounded, a working set that fits stays
         mapped and fast."""
+        if self._map is None or len(self._map) <= self.RELEASE_BYTES:  # a store that fits: keep it
+            return
         self._touched += length
-        if self._touched < self.RELEASE_BYTES or self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+        if self._touched < self.RELEASE_BYTES or not hasattr(mmap, "MADV_DONTNEED"):
             return
         self._touched = 0
         with contextlib.suppress(OSError, ValueError):
