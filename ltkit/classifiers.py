@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +24,12 @@ from torch import nn
 
 from ltkit.artifacts import load_torch_artifact, save_torch_artifact
 from ltkit.errors import ArtifactError, ConfigError
+from ltkit.metrics import balanced_accuracy, per_class_accuracy
 
 FORMAT = "ltkit-classifier"
 FORMAT_VERSION = 1
 KINDS = ("linear", "cosine", "lws", "ncm")
+TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # tau-normalisation exponents: 0.0 .. 2.0
 NCM_METRICS = ("cosine", "l2")
 
 
@@ -98,6 +102,27 @@ class Classifier(nn.Module):
         head = store.classifier()
         bias = torch.as_tensor(head["bias"]) if head.get("bias") is not None else None
         return cls(head["kind"], torch.as_tensor(head["weight"]), bias, scale=head.get("scale"))
+
+
+@torch.no_grad()
+def pick_tau(clf: Classifier, pooled: Iterable[torch.Tensor], labels: np.ndarray,
+             grid: tuple[float, ...] = TAU_GRID) -> tuple[float | None, list[float | None]]:
+    """The tau of ``grid`` whose tau-normalised ``clf`` has the best balanced accuracy on a
+    validation split (ties: the smallest tau), and every tau's score. ``pooled`` yields the
+    split's (B, C) features in order, so a large split is scored chunk by chunk; ``labels``
+    (N,). The tau is None when no class has a validation image."""
+    candidates = [clf.tau_normalized(t).eval() for t in grid]
+    preds = np.zeros((len(grid), len(labels)), dtype=np.int64)  # (T, N)
+    start = 0
+    for x in pooled:  # a loop over chunks; every candidate scores each chunk
+        for i, cand in enumerate(candidates):
+            preds[i, start:start + len(x)] = cand.to(x.device)(x).argmax(1).cpu().numpy()
+        start += len(x)
+    scores = [balanced_accuracy(per_class_accuracy(p, labels, clf.num_classes)) for p in preds]
+    if all(s is None for s in scores):
+        return None, scores
+    best = int(np.argmax([-1.0 if s is None else s for s in scores]))  # first maximum
+    return float(grid[best]), scores
 
 
 def save_classifier(path: str | Path, clf: Classifier, *, method: str, lineage: dict[str, Any],

@@ -21,17 +21,16 @@ import torch
 
 from ltkit import __version__, console
 from ltkit.artifacts import file_sha256, resolve_input
-from ltkit.classifiers import Classifier, load_classifier
+from ltkit.classifiers import TAU_GRID, Classifier, load_classifier, pick_tau
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError, DataError
-from ltkit.metrics import (ECE_BINS, FEW_THRESHOLD, MANY_THRESHOLD, balanced_accuracy,
-                           check_thresholds, measure, per_class_accuracy, retrieval_scores,
+from ltkit.metrics import (ECE_BINS, FEW_THRESHOLD, MANY_THRESHOLD,
+                           check_thresholds, measure, retrieval_scores,
                            retrieval_summary)
 
 FORMAT = "ltkit-evaluation"
 FORMAT_VERSION = 1
 EVAL_SPLITS = ("test", "val")
-TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0, 0.1, ..., 2.0
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -223,21 +222,14 @@ def _apply_tau(clf: Classifier, st, config: EvalConfig, device: torch.device):
     if config.on == "val":
         console.warn("--tau auto chose tau on val and --on val measures on val too: the numbers "
                      "are optimistic; use --on test to report")
-    candidates = [clf.tau_normalized(t).to(device).eval() for t in config.tau_grid]
     labels = np.asarray(st.read("val", "labels"), dtype=np.int64)  # (N,)
-    preds = np.zeros((len(candidates), labels.size), dtype=np.int64)  # (T, N)
-    with torch.no_grad():
-        for start, rows in st.iter_chunks("val", "pooled", rows=config.chunk_rows):
-            x = torch.from_numpy(np.asarray(rows)).to(device)  # (B, C)
-            for i, cand in enumerate(candidates):
-                preds[i, start:start + len(x)] = cand(x).argmax(1).cpu().numpy()
-    k = clf.num_classes
-    scores = [balanced_accuracy(per_class_accuracy(p, labels, k)) for p in preds]
-    if all(s is None for s in scores):
+    chunks = (torch.from_numpy(np.asarray(rows)).to(device)  # (B, C)
+              for _, rows in st.iter_chunks("val", "pooled", rows=config.chunk_rows))
+    tau, scores = pick_tau(clf, chunks, labels, config.tau_grid)
+    if tau is None:
         raise DataError(f"the store {st.path} has an empty validation split; --tau auto needs "
                         "validation images, or give --tau a number")
-    best = int(np.argmax([-1.0 if s is None else s for s in scores]))  # ties: the smallest tau
-    tau = float(config.tau_grid[best])
+    best = config.tau_grid.index(tau)
     console.log(f"tau auto: picked tau = {tau:g} (balanced accuracy on val {scores[best]:.4f})")
     info = {"value": tau, "mode": "auto", "selected_on": "val",
             "grid": [float(t) for t in config.tau_grid], "val_balanced_accuracy": scores}

@@ -45,7 +45,8 @@ from ltkit import console
 from ltkit.artifacts import check_output, file_sha256, make_lineage, resolve_input, reuse_existing
 from ltkit.augment import AUGMENTERS, AugmentConfig, iter_batches, make_augmenter
 from ltkit.augment.bank import VIEWS_SPLIT, FeatureBank, load_bank
-from ltkit.classifiers import NCM_METRICS, Classifier, load_classifier, save_classifier
+from ltkit.classifiers import (NCM_METRICS, TAU_GRID, Classifier, load_classifier, pick_tau,
+                               save_classifier)
 from ltkit.confusing import load_table, table_for_store, table_store_path
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
@@ -55,7 +56,6 @@ from ltkit.augment import DRAW, TAU_G, TAU_S
 CLASSIFIERS = ("linear", "crt", "lws", "tau-norm", "ncm")
 TRAINING_FREE = ("tau-norm", "ncm")
 SCHEDULES = ("constant", "cosine")
-TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # --tau auto searches 0.0 .. 2.0
 PAPER = {"iterations": 6400, "lr": 0.001, "batch_size": 128, "schedule": "constant"}
 KANG = {"epochs": 10, "lr": 0.2, "batch_size": 512, "schedule": "cosine"}
 LOG_EVERY = 50  # iterations between progress lines (and device -> host syncs)
@@ -318,9 +318,11 @@ def tau_normalized(phase1: Classifier, tau: float | None, val) -> tuple[Classifi
     if val is None:
         raise ConfigError("--tau auto picks tau on the validation split, which this store lacks; "
                           "give --tau VALUE (Kang et al. found values near 1 work)")
-    curve = [{"tau": t, "val_acc": accuracy_on(phase1.tau_normalized(t), *val)} for t in TAU_GRID]
-    best = max(curve, key=lambda row: row["val_acc"])  # first maximum: the smallest tau
-    return phase1.tau_normalized(best["tau"]), curve, best["tau"]
+    tau, scores = pick_tau(phase1, [val[0]], val[1].cpu().numpy())
+    if tau is None:
+        raise ConfigError("--tau auto found no validation image; give --tau VALUE")
+    curve = [{"tau": t, "val_acc": s} for t, s in zip(TAU_GRID, scores)]
+    return phase1.tau_normalized(tau), curve, tau
 
 
 def ncm_classifier(store, metric: str, views: bool) -> Classifier:
