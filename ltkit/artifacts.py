@@ -149,15 +149,8 @@ def atomic_output(final: str | os.PathLike, suffix: str = ".partial") -> Iterato
     partial = final.with_name(final.name + suffix)
     try:
         yield partial
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        if write_failure(exc) is not None:
-            raise write_error(exc, final) from None
-        raise
-    try:
         commit_partial(partial, final)
-    except OSError as exc:
+    except BaseException as exc:  # writing, or the rename: the partial goes, `final` is untouched
         with contextlib.suppress(OSError):
             partial.unlink()
         if write_failure(exc) is not None:

@@ -30,19 +30,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     pass
 
 
-def _register_commands() -> None:
-    # Each module adds its command(s) to `app` on import.
-    import importlib
-
-    for name in ("train", "extract", "inspect", "confusing", "finetune", "evaluate", "compare", "plots"):
-        try:
-            importlib.import_module(f"ltkit.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"ltkit.cli.{name}":
-                raise
-
-
-_register_commands()
+# Each module adds its command(s) to `app` on import, in the order `ltkit --help` lists them.
+from ltkit.cli import (train, extract, inspect, confusing, finetune,  # noqa: E402,F401
+                       evaluate, compare, plots)
 
 
 def main() -> None:
