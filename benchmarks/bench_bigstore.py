@@ -11,7 +11,9 @@ own process so that the peak resident memory (VmHWM) is that stage's alone:
 (c) `evaluate` and `confusing-classes` (they read pooled features and logits only) on the
     big store.
 
-Targets: peak RSS of (a) below 1.5 GB; its iterations/s at least half of (b)'s.
+Targets: peak RSS of (a) below 1.5 GB; its iterations/s at least half of (b)'s, measured side
+by side in one process (`child_side_by_side`: the two fine-tunes' rounds alternate, so a busy
+machine slows both alike; (a) and (b) alone give each one's peak RSS).
 
     python benchmarks/bench_bigstore.py [--gib 4] [--iterations 200] [--keep]
 
@@ -160,6 +162,41 @@ def child_finetune(store: str, table: str, resident_bytes: float, iterations: in
             "maps_resident": resident, "rss_after_imports_bytes": base, **peak_rss()}
 
 
+def child_side_by_side(big: str, big_table: str, small: str, small_table: str, resident_bytes: float,
+                       iterations: int, rounds: int) -> dict:
+    """Throughput of the streamed and the in-memory fine-tune side by side in one process:
+    their rounds alternate, so a busy machine slows both alike; the best round of each."""
+    import torch
+
+    from ltkit import console
+    from ltkit.augment.bank import load_bank
+    from ltkit.classifiers import Classifier
+    from ltkit.confusing import load_table
+    from ltkit.finetune import FinetuneConfig, finetune_classifier
+    from ltkit.store import open_store
+
+    console.configure(quiet=True)
+    with open_store(big) as sb, open_store(small) as ss:
+        runs = {}
+        for name, st, tab, budget in (("streamed", sb, big_table, resident_bytes),
+                                      ("in_memory", ss, small_table, 64 * GIB)):
+            tab = load_table(tab)
+            bank = load_bank(st, tab, device=torch.device("cpu"), spatial=True, resident_bytes=budget)
+            cfg = FinetuneConfig(augment="fsa", classifier="linear", iterations=iterations,
+                                 device="cpu").resolved(st.rows("train"), int(tab["top"]))
+            phase1 = Classifier.from_store(st)
+            finetune_classifier(bank, phase1, dataclasses.replace(cfg, iterations=5))  # warm-up
+            runs[name] = (bank, phase1, cfg)
+        rates = {name: [] for name in runs}
+        for r in range(rounds):
+            for name, (bank, phase1, cfg) in runs.items():
+                start = time.perf_counter()
+                finetune_classifier(bank, phase1, dataclasses.replace(cfg, seed=r))
+                rates[name].append(iterations / (time.perf_counter() - start))
+    best = {name: max(v) for name, v in rates.items()}
+    return {"it_per_s": best, "rounds": rates, "ratio": best["streamed"] / best["in_memory"]}
+
+
 def child_evaluate(store: str) -> dict:
     from ltkit import console
     from ltkit.evaluate import EvalConfig, evaluate
@@ -185,7 +222,8 @@ def child_confusing(store: str, table: str) -> dict:
     return {"seconds": time.perf_counter() - start, **peak_rss()}
 
 
-CHILDREN = {"finetune": child_finetune, "evaluate": child_evaluate, "confusing": child_confusing}
+CHILDREN = {"finetune": child_finetune, "side_by_side": child_side_by_side, "evaluate": child_evaluate,
+            "confusing": child_confusing}
 
 
 def in_child(kind: str, **kwargs) -> dict:
@@ -200,7 +238,7 @@ def in_child(kind: str, **kwargs) -> dict:
 
 # ---- the benchmark -------------------------------------------------------------------------
 def run(*, gib: float = 4.0, rows: int | None = None, small_rows: int = 2000, channels: int = 2048,
-        side: int = 7, num_classes: int = 100, test_rows: int = 5000, iterations: int = 100,
+        side: int = 7, num_classes: int = 100, test_rows: int = 5000, iterations: int = 200,
         rounds: int = 3, resident_mib: float = 256, workdir: str | None = None, keep: bool = False,
         min_free_gib: float = 10.0) -> dict:
     """Build both stores, measure (a), (b), (c); the figures with their targets.
@@ -210,7 +248,7 @@ def run(*, gib: float = 4.0, rows: int | None = None, small_rows: int = 2000, ch
     """
     row_bytes = channels * side * side * 2  # one float16 map
     rows = rows or int(np.ceil(gib * GIB / row_bytes))
-    if resident_mib * 2**20 >= 2 * rows * row_bytes:  # CPU banks hold maps as float32
+    if resident_mib * 2**20 >= rows * row_bytes:  # banks hold maps as float16, as stored
         raise ValueError(f"bench_bigstore: a resident budget of {resident_mib} MiB would hold the big "
                          f"store's maps in memory; give a smaller resident_mib or a bigger store")
     base = Path(workdir) if workdir else ROOT / "runs" / "bench"
@@ -232,16 +270,20 @@ def run(*, gib: float = 4.0, rows: int | None = None, small_rows: int = 2000, ch
                             resident_bytes=resident_mib * 2**20, **ft)
         memory = in_child("finetune", store=str(small), table=str(work / "small.table.pt"),
                           resident_bytes=64 * GIB, **ft)
+        side = in_child("side_by_side", big=str(big), big_table=str(work / "big.table.pt"), small=str(small),
+                        small_table=str(work / "small.table.pt"), resident_bytes=resident_mib * 2**20,
+                        iterations=iterations, rounds=2 * rounds)
         store_bytes = big.stat().st_size
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    ratio = streamed["it_per_s"] / memory["it_per_s"]
+    ratio = side["ratio"]
     return {"big_rows": rows, "small_rows": small_rows, "feature_map": [channels, side, side],
             "big_maps_gib": rows * row_bytes / GIB, "big_store_gib": store_bytes / GIB,
             "write_seconds": write_s, "write_gib_s": store_bytes / GIB / write_s,
             "resident_budget_mib": resident_mib, "iterations": iterations, "rounds": rounds,
-            "streamed": streamed, "in_memory": memory, "evaluate": evaluate, "confusing": confusing,
+            "streamed": streamed, "in_memory": memory, "side_by_side": side,
+            "evaluate": evaluate, "confusing": confusing,
             "finetune_peak_rss_bytes": streamed["peak_rss_bytes"],
             "streamed_vs_in_memory": ratio,
             "streamed_maps_resident": streamed["maps_resident"],
@@ -262,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=4.0, help="GiB of spatial maps in the big store")
     parser.add_argument("--small-rows", type=int, default=2000, help="images in the in-memory store")
-    parser.add_argument("--iterations", type=int, default=100, help="fine-tuning iterations per round")
+    parser.add_argument("--iterations", type=int, default=200, help="fine-tuning iterations per round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per fine-tune (best kept)")
     parser.add_argument("--resident-mib", type=float, default=256, help="resident budget of the streamed run")
     parser.add_argument("--workdir", default=None, help="where the stores go (default runs/bench)")
@@ -280,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['write_gib_s']:.2f} GiB/s", file=sys.stderr)
     print(f"(a) streamed fine-tune: peak RSS {s['peak_rss_bytes'] / 1e9:.2f} GB (target < 1.5), "
           f"{s['it_per_s']:.1f} it/s", file=sys.stderr)
+    side = result["side_by_side"]["it_per_s"]
     print(f"(b) in-memory fine-tune ({result['small_rows']} images): peak RSS "
-          f"{m['peak_rss_bytes'] / 1e9:.2f} GB, {m['it_per_s']:.1f} it/s; streamed / in-memory "
+          f"{m['peak_rss_bytes'] / 1e9:.2f} GB, {m['it_per_s']:.1f} it/s", file=sys.stderr)
+    print(f"side by side: streamed {side['streamed']:.1f} it/s, in-memory {side['in_memory']:.1f} it/s: "
           f"{result['streamed_vs_in_memory']:.2f} (target >= 0.5)", file=sys.stderr)
     for name in ("evaluate", "confusing"):
         print(f"(c) {name}: peak RSS {result[name]['peak_rss_bytes'] / 1e9:.2f} GB, "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,9 +285,8 @@ class Store:
         self._pid = -1
         self._sha256: str | None = None
         self._offsets: dict[str, np.ndarray | None] = {}  # per dataset: row byte offsets, or None
-        self._bytes: np.ndarray | None = None  # the file's bytes, mapped: for unfiltered maps
-        self._map: mmap.mmap | None = None     # that mapping (to release pages once copied)
-        self._touched = 0                      # bytes copied from it since the last release
+        self._fd: int | None = None  # descriptor the maps' chunks are read through (h5py's own)
+        self._own_fd = False         # True when we opened `_fd` ourselves (then we close it)
         try:
             with _damage_is_store_error(path):
                 self.attrs = _validate(self._h5(), path, allow_incomplete)
@@ -305,7 +303,7 @@ class Store:
         if self._file is None or self._pid != os.getpid() or not self._file.id.valid:
             try:
                 self._file = h5py.File(self.path, "r")
-                self._offsets, self._bytes, self._map = {}, None, None
+                self._offsets, self._fd, self._own_fd = {}, None, False
             except OSError as exc:
                 raise StoreError(f"{self.path} cannot be opened as HDF5 ({_first_line(exc)}); it is "
                                  f"truncated or damaged: run ltkit extract again") from None
@@ -313,7 +311,7 @@ class Store:
         return self._file
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_file": None, "_offsets": {}, "_bytes": None}
+        return self.__dict__ | {"_file": None, "_offsets": {}, "_fd": None, "_own_fd": False}
 
     def _ds(self, split: str, name: str) -> h5py.Dataset:
         if not self.has(split, name):
@@ -342,13 +340,17 @@ class Store:
     def rows(self, split: str) -> int:
         return self.shape(split, "labels")[0]
 
-    def read(self, split: str, name: str, index: Any = None) -> np.ndarray:
+    def read(self, split: str, name: str, index: Any = None, *, channels_last: bool = False) -> np.ndarray:
         """All rows, or the rows at `index` (ints in any order, duplicates, negatives, a bool
-        mask or a slice), as a new numpy array in the order asked for."""
+        mask or a slice), as a new numpy array in the order asked for. ``channels_last``: maps
+        (n, C, H, W) come out as (n, H, W, C), location vectors contiguous, transposed as
+        they are copied (no second pass)."""
         ds = self._ds(split, name)
         n = ds.shape[0]
+        if channels_last and ds.ndim != 4:
+            raise StoreError(f"/{split}/{name} has shape {ds.shape}, not (N, C, H, W) maps")
         if index is None:
-            return self._checked(ds, self._read_rows(ds, np.arange(n)))
+            return self._checked(ds, self._read_rows(ds, np.arange(n), channels_last))
         if isinstance(index, slice):
             index = np.arange(n)[index]
         index = np.asarray(index)
@@ -361,18 +363,23 @@ class Store:
             raise IndexError(f"index out of range for /{split}/{name} with {n} rows")
         index = np.where(index < 0, index + n, index)
         unique, inverse = np.unique(index, return_inverse=True)  # h5py wants sorted, unique rows
-        return self._checked(ds, self._read_rows(ds, unique))[inverse]
+        block = self._read_rows(ds, unique, channels_last)
+        in_order = len(unique) == len(index) and np.array_equal(unique, index)
+        return self._checked(ds, block if in_order else block[inverse])
 
     def iter_chunks(self, split: str, name: str, rows: int | None = None, start: int = 0,
-                    stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first row, block)`` over rows [start, stop), `rows` at a time (default: ~64 MiB)."""
+                    stop: int | None = None, *, block_bytes: int = READ_BLOCK_BYTES,
+                    channels_last: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, block)`` over rows [start, stop), `rows` at a time (default: about
+        ``block_bytes``); ``channels_last`` as in `read`."""
         ds = self._ds(split, name)
         stop = ds.shape[0] if stop is None else min(stop, ds.shape[0])
         if rows is None:
             row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
-            rows = max(1, READ_BLOCK_BYTES // max(row_bytes, 1))
+            rows = max(1, block_bytes // max(row_bytes, 1))
         for first in range(start, stop, rows):
-            yield first, self._checked(ds, self._read_rows(ds, np.arange(first, min(first + rows, stop))))
+            rows_here = np.arange(first, min(first + rows, stop))
+            yield first, self._checked(ds, self._read_rows(ds, rows_here, channels_last))
 
     def _checked(self, ds: h5py.Dataset, block: np.ndarray) -> np.ndarray:
         """``block`` of ``ds``, refused when a float array (all but the maps) holds NaN or inf:
@@ -383,60 +390,65 @@ class Store:
                              f"damaged or its backbone diverged: re-extract it (--precision fp32)")
         return block
 
-    def _read_rows(self, ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    def _read_rows(self, ds: h5py.Dataset, rows: np.ndarray, channels_last: bool = False) -> np.ndarray:
         with _damage_is_store_error(self.path):
-            return self._read_rows_unguarded(ds, rows)
+            return self._read_rows_unguarded(ds, rows, channels_last)
 
-    def _mapped(self) -> np.ndarray:
-        """The bytes of the very file h5py has open (its descriptor, not its path: a store
-        replaced by a rename while it is open is still read whole from the old file)."""
-        if self._bytes is None:
+    def _descriptor(self) -> int:
+        """The descriptor of the very file h5py has open (not its path: a store replaced by a
+        rename while it is open is still read whole from the old file)."""
+        if self._fd is None:
             try:
-                fd = self._h5().id.get_vfd_handle()
-                self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-                self._bytes = np.frombuffer(self._map, np.uint8)
-            except (TypeError, ValueError, OSError):  # another file driver: map by path
-                self._bytes = np.memmap(self.path, dtype=np.uint8, mode="r")
-        return self._bytes
+                self._fd = int(self._h5().id.get_vfd_handle())
+            except (TypeError, ValueError, OSError):  # another file driver: open by path
+                self._fd, self._own_fd = os.open(self.path, os.O_RDONLY), True
+        return self._fd
 
-    def _read_rows_unguarded(self, ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    PIECE_BYTES = 4 << 20  # channels_last: rows read per step before they are transposed
+
+    def _read_rows_unguarded(self, ds: h5py.Dataset, rows: np.ndarray, channels_last: bool) -> np.ndarray:
         """Rows of `ds` at sorted unique `rows`. Feature maps stored one unfiltered chunk per
-        sample are copied straight from the file's mapped bytes, one copy per run of adjacent
-        chunks (HDF5 costs ~10 us per chunk, which makes reading small maps ~10x slower than
-        the disk); everything else goes through HDF5. ltkit replaces a store by renaming a
-        new file over it, so a mapping never sees its file shrink."""
+        sample are read straight from the file into the result, one `preadv` per run of
+        adjacent chunks (HDF5 costs ~10 us per chunk, which makes reading small maps ~10x
+        slower than the disk; a memory map costs a page fault per 4 KiB and counts the pages
+        it touched as this process's memory); everything else goes through HDF5."""
         if ds.name not in self._offsets:
             self._offsets[ds.name] = _row_offsets(ds)
         offsets = self._offsets[ds.name]
         if offsets is None or not len(rows):
-            return _read_sorted(ds, rows)
-        data = self._mapped()
-        out = np.empty((len(rows), *ds.shape[1:]), ds.dtype)
-        flat = out.reshape(len(rows), -1).view(np.uint8)  # (n, row bytes)
-        size, starts = flat.shape[1], offsets[rows]  # (n,) byte offset of each row's chunk
-        if int(starts.max()) + size > len(data):
-            raise StoreError(f"{self.path} ends inside /{ds.name.lstrip('/')}; it is truncated: re-extract it")
+            block = _read_sorted(ds, rows)
+            return np.ascontiguousarray(np.moveaxis(block, 1, -1)) if channels_last else block
+        fd, n, row = self._descriptor(), len(rows), ds.shape[1:]
+        size, starts = ds.dtype.itemsize * int(np.prod(row)), offsets[rows]  # (n,) byte offset of each row's chunk
+        if channels_last:  # rows as (C, H*W) in the file, (H*W, C) in `out`: read, then transpose
+            out = np.empty((n, *row[1:], row[0]), ds.dtype)
+            dest = out.reshape(n, -1, row[0])  # (n, L, C)
+            piece = max(1, self.PIECE_BYTES // size)
+            staging = np.empty((min(n, piece), row[0], dest.shape[1]), ds.dtype)  # (p, C, L)
+        else:
+            out = np.empty((n, *row), ds.dtype)
+            flat = out.reshape(n, -1).view(np.uint8)  # (n, row bytes)
+            piece = n
         breaks = np.flatnonzero(np.diff(starts) != size) + 1  # runs of adjacent chunks
-        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
-            flat[a:b] = data[starts[a]:starts[a] + (b - a) * size].reshape(b - a, size)
-            self._release(int(starts[a]), (b - a) * size)
+        for first, end in zip(np.r_[0, breaks], np.r_[breaks, n]):
+            for a in range(first, end, piece):
+                b = min(a + piece, end)
+                target = staging[:b - a] if channels_last else flat[a:b]
+                self._pread(fd, target, int(starts[a]), ds)
+                if channels_last:
+                    dest[a:b] = target.transpose(0, 2, 1)
         return out
 
-    RELEASE_BYTES = 256 << 20  # mapped bytes read before the mapping's pages are released
-
-    def _release(self, start: int, length: int) -> None:
-        """Every RELEASE_BYTES read, tell the kernel this process is done with the mapped pages,
-        so they stop counting as its resident memory (they stay in the page cache): streaming a
-        store larger than memory keeps the footprint bounded, a working set that fits stays
-        mapped and fast."""
-        if self._map is None or len(self._map) <= self.RELEASE_BYTES:  # a store that fits: keep it
-            return
-        self._touched += length
-        if self._touched < self.RELEASE_BYTES or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        self._touched = 0
-        with contextlib.suppress(OSError, ValueError):
-            self._map.madvise(mmap.MADV_DONTNEED)
+    def _pread(self, fd: int, target: np.ndarray, offset: int, ds: h5py.Dataset) -> None:
+        """Fill ``target`` (contiguous) with the file's bytes from ``offset``."""
+        view = memoryview(target.reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(view):  # a regular file reads short only at its end
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got == 0:
+                raise StoreError(f"{self.path} ends inside /{ds.name.lstrip('/')}; it is "
+                                 "truncated: re-extract it")
+            done += got
 
     def classifier(self) -> dict[str, Any]:
         """The Phase-I classifier: kind, weight (K, C), bias (K,) or None, scale or None."""
@@ -461,9 +473,11 @@ class Store:
         return self._sha256
 
     def close(self) -> None:
+        if self._own_fd and self._pid == os.getpid() and self._fd is not None:
+            os.close(self._fd)
         if self._pid == os.getpid() and self._file is not None and self._file.id.valid:
             self._file.close()
-        self._file, self._bytes, self._map = None, None, None
+        self._file, self._fd, self._own_fd = None, None, False
 
     def __enter__(self) -> "Store":
         return self

@@ -78,6 +78,24 @@ def test_direct_map_reads_equal_hdf5_reads(store_path):
         assert st._offsets["/train/features"] is not None  # the direct path was taken
 
 
+@pytest.mark.parametrize("compression", [None, "lzf"])  # the direct path, and HDF5's
+def test_channels_last_reads_are_transposed_maps(store_path, tmp_path, compression):
+    if compression:
+        pack_store(store_path, tmp_path / "packed.h5", compression)
+        store_path = tmp_path / "packed.h5"
+    index = np.array([200, 3, 4, 5, 150, 3, 0])
+    with open_store(store_path) as st:
+        maps = st.read("train", "features")  # (N, C, H, W)
+        last = np.moveaxis(maps, 1, -1)  # (N, H, W, C)
+        np.testing.assert_array_equal(st.read("train", "features", channels_last=True), last)
+        np.testing.assert_array_equal(st.read("train", "features", index, channels_last=True), last[index])
+        blocks = [b for _, b in st.iter_chunks("train", "features", rows=64, channels_last=True)]
+        np.testing.assert_array_equal(np.concatenate(blocks), last)
+        assert (st._offsets["/train/features"] is None) == bool(compression)
+        with pytest.raises(StoreError, match="not \\(N, C, H, W\\) maps"):
+            st.read("train", "pooled", channels_last=True)
+
+
 def test_read_bool_mask_and_bad_index(store_path):
     with open_store(store_path) as st:
         labels = st.read("train", "labels")

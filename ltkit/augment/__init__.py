@@ -18,6 +18,7 @@ Registered:
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -92,15 +93,31 @@ class Augmenter(Protocol):
 AUGMENTERS: Registry[type[Augmenter]] = Registry("augmenter")
 
 
-def iter_batches(augmenter: Augmenter, generator: torch.Generator, total: int, chunk: int = 64):
-    """``total`` batches from ``augmenter``: through its ``batches(generator, n)`` when it has
-    one (drawing many at once), else one ``batch`` call each."""
+CHUNK_BYTES = 16 << 20  # features of the batches drawn at once (two such chunks are alive)
+
+
+def iter_batches(augmenter: Augmenter, generator: torch.Generator, total: int):
+    """``total`` batches from ``augmenter``, drawn a chunk at a time through its
+    ``batches(generator, n)`` when it has one (drawing many at once), else one ``batch`` call
+    each. The next chunk is drawn in a background thread while the caller trains on this one,
+    so the draws (gathers, reads of a streamed store) overlap the training steps; that thread
+    alone uses ``generator``, chunk after chunk, so a seed still repeats a run exactly."""
     many = getattr(augmenter, "batches", None)
-    done = 0
-    while done < total:
-        n = min(chunk, total - done)
-        yield from (many(generator, n) if many else (augmenter.batch(generator) for _ in range(n)))
-        done += n
+    batch_bytes = 4 * augmenter.cfg.batch_size * augmenter.bank.feature_dim  # one (B, C) float32
+    chunk = max(1, min(64, CHUNK_BYTES // batch_bytes))
+    sizes = [min(chunk, total - done) for done in range(0, total, chunk)]
+
+    def draw(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return many(generator, n) if many else [augmenter.batch(generator) for _ in range(n)]
+
+    if not sizes:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltkit-draw") as pool:
+        pending = pool.submit(draw, sizes[0])
+        for n in sizes[1:] + [0]:
+            ready = pending.result()
+            pending = pool.submit(draw, n) if n else None
+            yield from ready
 
 
 def balanced_tail_count(batch_size: int, na: int) -> int:
