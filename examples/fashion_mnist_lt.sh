@@ -2,11 +2,13 @@
 # The demo: the whole ltkit pipeline on the real Fashion-MNIST-LT (imbalance factor 100), then
 # one table comparing the Phase-I classifier with FSA and the other Phase-II methods.
 # A rerun reuses every artifact that already exists with the same options.
-#   EPOCHS (default 10), RUNS (default runs/demo), LTKIT (default: ltkit on PATH or .venv)
+#   EPOCHS (default 10), RUNS (default runs/demo), LTKIT (default: ltkit on PATH or .venv),
+#   DATA (the data set options), FINETUNE (more augment-finetune options)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LTKIT=${LTKIT:-$(command -v ltkit || echo .venv/bin/ltkit)}
 RUNS=${RUNS:-runs/demo}
+mkdir -p "$RUNS"
 EPOCHS=${EPOCHS:-10}
 DATA=${DATA:---data fashion-mnist-lt --imbalance 100}
 
@@ -24,7 +26,7 @@ for method in "fsa:--augment fsa" "none:--augment none" "crt:--classifier crt" \
               "cloud:--augment cloud"; do
     name=${method%%:*}
     # shellcheck disable=SC2086
-    $LTKIT augment-finetune "$table" ${method#*:} --out "$RUNS/$name.pt" \
+    $LTKIT augment-finetune "$table" ${method#*:} ${FINETUNE:-} --out "$RUNS/$name.pt" \
         | $LTKIT evaluate - --quiet > "$RUNS/$name.json"
     runs+=("$RUNS/$name.json")
 done
