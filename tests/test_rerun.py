@@ -61,3 +61,21 @@ def test_extract_rerun_reuses_the_store(tmp_path):
     _reused(first, run("extract", str(ckpt), "--out", str(out), "--device", "cpu"), out, before)
     other = run("extract", str(ckpt), "--out", str(out), "--device", "cpu", "--train-views", "1")
     assert other.exit_code == 2 and "--force" in other.stderr and out.stat().st_mtime_ns == before
+
+
+def test_train_backbone_rerun_without_root_reuses_a_default_root_checkpoint(tmp_path, monkeypatch):
+    """A source that fills in its default folder records it in the checkpoint; the same
+    command without --root must still find the checkpoint made with the same options."""
+    import ltkit.data.fashion_mnist as fm
+    from fakedata import write_fashion_mnist
+
+    write_fashion_mnist(tmp_path / "fm", per_class=12, test_per_class=2)
+    monkeypatch.setattr(fm, "DEFAULT_ROOT", str(tmp_path / "fm"))
+    out = tmp_path / "b.pt"
+    args = ["train-backbone", "--data", "fashion-mnist-lt", "--imbalance", "2", "--val-per-class", "2",
+            "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--out", str(out)]
+    first = run(*args)
+    before = out.stat().st_mtime_ns
+    _reused(first, run(*args), out, before)
+    other = run(*args[:-2], "--lr", "0.05", "--out", str(out))
+    assert other.exit_code == 2 and "--force" in other.stderr
