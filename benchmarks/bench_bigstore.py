@@ -6,7 +6,8 @@ bounded memory, and a small store of the same shapes that fits in memory. Then, 
 own process so that the peak resident memory (VmHWM) is that stage's alone:
 
 (a) FSA fine-tuning on the big store with a small resident budget (`load_bank(...,
-    resident_bytes=...)` leaves the maps in the store and each batch reads its rows);
+    resident_bytes=...)` keeps the maps out of memory: in a mapped scratch copy, location-major,
+    whose pages are released as it goes, `MappedSpatial`);
 (b) FSA fine-tuning on the small store with every map resident (the in-memory path);
 (c) `evaluate` and `confusing-classes` (they read pooled features and logits only) on the
     big store.
@@ -134,7 +135,7 @@ def child_finetune(store: str, table: str, resident_bytes: float, iterations: in
     import torch
 
     from ltkit import console
-    from ltkit.augment.bank import TensorSpatial, load_bank
+    from ltkit.augment.bank import load_bank
     from ltkit.classifiers import Classifier
     from ltkit.confusing import load_table
     from ltkit.finetune import FinetuneConfig, finetune_classifier
@@ -157,9 +158,9 @@ def child_finetune(store: str, table: str, resident_bytes: float, iterations: in
             start = time.perf_counter()
             finetune_classifier(bank, phase1, dataclasses.replace(cfg, seed=r))
             rates.append(iterations / (time.perf_counter() - start))
-        resident = isinstance(bank.spatial, TensorSpatial)
+        spatial = type(bank.spatial).__name__  # TensorSpatial: every map held in memory
     return {"load_seconds": load_s, "it_per_s": max(rates), "it_per_s_rounds": rates,
-            "maps_resident": resident, "rss_after_imports_bytes": base, **peak_rss()}
+            "spatial": spatial, "rss_after_imports_bytes": base, **peak_rss()}
 
 
 def child_side_by_side(big: str, big_table: str, small: str, small_table: str, resident_bytes: float,
@@ -286,7 +287,7 @@ def run(*, gib: float = 4.0, rows: int | None = None, small_rows: int = 2000, ch
             "evaluate": evaluate, "confusing": confusing,
             "finetune_peak_rss_bytes": streamed["peak_rss_bytes"],
             "streamed_vs_in_memory": ratio,
-            "streamed_maps_resident": streamed["maps_resident"],
+            "streamed_spatial": streamed["spatial"],
             "kept": str(work) if keep else None,
             "evaluate_peak_rss_bytes": evaluate["peak_rss_bytes"],
             "confusing_peak_rss_bytes": confusing["peak_rss_bytes"],

@@ -85,6 +85,7 @@ class FinetuneConfig:
     ncm_metric: str = "cosine"     # ncm: cosine | l2
     eval_every: int = 0            # validation accuracy every N iterations (0: only at the end)
     resident_gib: float = 4.0      # spatial maps up to this size live on the device, else streamed
+    scratch_dir: str | None = None  # streamed maps: folder of their mapped scratch copy (None: the store's)
     threads: int = 1               # CPU intra-op threads while training (0: torch's default); batches
                                    # are small, and extra threads mostly wait on each other
     seed: int = 0                  # one seed for every draw and initialisation
@@ -375,14 +376,15 @@ def fit(st, table: dict[str, Any] | None, phase1: Classifier, cfg: FinetuneConfi
     augmenter = AUGMENTERS.get(cfg.augment)
     augmenter.check(cfg.augment_config())  # fail before loading any data
     bank = load_bank(st, table, device=device, spatial=augmenter.needs_spatial,
-                     use_views=cfg.views, resident_bytes=cfg.resident_gib * 2**30)
+                     use_views=cfg.views, resident_bytes=cfg.resident_gib * 2**30,
+                     scratch_dir=cfg.scratch_dir)
     console.log(f"{method_name(cfg)}: {cfg.iterations} iterations of {cfg.batch_size} on "
                 f"{device}, lr {cfg.lr} ({cfg.schedule}), {bank.num_views} view(s) per image")
     clf, history = finetune_classifier(bank, phase1, cfg, val=val)
     return clf, history, cfg
 
 
-_RUN_ONLY = ("device", "threads", "eval_every", "resident_gib")  # options that leave the result as it is
+_RUN_ONLY = ("device", "threads", "eval_every", "resident_gib", "scratch_dir")  # options that leave the result as it is
 
 
 def _request(cfg: FinetuneConfig) -> dict[str, Any]:

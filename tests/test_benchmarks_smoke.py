@@ -41,8 +41,8 @@ def test_quick_run_produces_every_figure_and_row(tmp_path):
         assert f"| {key}" in text
     assert "Quick smoke run" in text
     big = results["bigstore"]
-    assert big["streamed_maps_resident"] is False  # (a) really streamed from the store
-    assert big["in_memory"]["maps_resident"] is True  # (b) really held every map
+    assert big["streamed_spatial"] == "MappedSpatial"  # (a) really kept the maps out of memory
+    assert big["in_memory"]["spatial"] == "TensorSpatial"  # (b) really held every map
     assert big["big_rows"] == run_all.QUICK["bigstore"]["rows"]
     assert not list(work.glob("bigstore-*"))  # the stores are deleted afterwards
 

@@ -103,17 +103,34 @@ def test_same_seed_same_classifier_on_cuda(table_path, tmp_path):
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
 
 
-def test_streamed_maps_give_the_same_classifier(table_path):
+@pytest.mark.parametrize("scratch", [True, False])  # a mapped scratch copy, or reads from the store
+def test_streamed_maps_give_the_same_classifier(table_path, tmp_path, scratch):
     table = load_table(table_path)
     with open_store(table["lineage"]["parents"]["store"]["path"]) as st:
         phase1 = Classifier.from_store(st)
         resident = load_bank(st, table, device=torch.device("cpu"), spatial=True)
-        streamed = load_bank(st, table, device=torch.device("cpu"), spatial=True, resident_bytes=0)
-        assert type(streamed.spatial).__name__ == "StoreSpatial" and resident.num_views == 3
+        streamed = load_bank(st, table, device=torch.device("cpu"), spatial=True, resident_bytes=0,
+                             scratch=scratch, scratch_dir=tmp_path)
+        kind = "MappedSpatial" if scratch else "StoreSpatial"
+        assert type(streamed.spatial).__name__ == kind and resident.num_views == 3
+        assert not list(tmp_path.iterdir())  # the scratch file is unlinked once mapped
         cfg = FinetuneConfig(**FAST).resolved(st.rows("train"), 3)
         a, _ = finetune_classifier(resident, phase1, cfg)
         b, _ = finetune_classifier(streamed, phase1, cfg)
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+def test_no_room_for_the_scratch_copy_reads_the_store(table_path, monkeypatch):
+    import ltkit.augment.bank as bank_module
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bank_module.MappedSpatial, "__init__", full)
+    table = load_table(table_path)
+    with open_store(table["lineage"]["parents"]["store"]["path"]) as st:
+        bank = load_bank(st, table, device=torch.device("cpu"), spatial=True, resident_bytes=0)
+    assert type(bank.spatial).__name__ == "StoreSpatial"
 
 
 def test_bank_holds_the_store_rows_view_by_view(table_path):

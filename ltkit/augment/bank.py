@@ -13,7 +13,9 @@ Draws are vectorised: a tail/head/class draw turns a vector of uniforms from the
 
 from __future__ import annotations
 
+import mmap
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ltkit import console
 from ltkit.errors import ConfigError, DataError, StoreError
 
 DRAWS = ("instance", "class")  # instance: uniform over a pool's samples; class: class first
@@ -269,6 +272,55 @@ class StoreSpatial:
         return table.mean(row, zero, zero)  # (M, C)
 
 
+class MappedSpatial(TensorSpatial):
+    """Every location vector, location-major (N, V, L, C) float16, in a scratch file mapped
+    into memory: filled in the one pass `load_bank` makes over the maps anyway, then gathered
+    exactly as a resident table is (same code, same numbers) but with no transposition and
+    only the drawn vectors read. For stores larger than memory.
+
+    The file (beside the store by default) is unlinked as soon as it is mapped, so it
+    vanishes with the process, crash or not; its blocks are reserved up front, so a full disk
+    is an OSError here, never a crash later. Its pages count as this process's memory only
+    while touched: every RELEASE_BYTES written or gathered they are released (they stay in
+    the page cache), so resident memory stays bounded however large the maps. Gathers run on
+    the CPU; results go to ``device``."""
+
+    RELEASE_BYTES = 64 << 20
+
+    def __init__(self, shape: tuple[int, int, int, int], folder: str | os.PathLike, device: torch.device):
+        nbytes = int(np.prod(shape)) * RESIDENT_DTYPE.itemsize
+        fd, name = tempfile.mkstemp(prefix=".ltkit-maps-", suffix=".tmp", dir=folder)
+        try:
+            os.unlink(name)
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, nbytes)  # ENOSPC now, not SIGBUS on a later write
+            else:
+                os.ftruncate(fd, nbytes)
+            self._map = mmap.mmap(fd, nbytes)  # shared, read-write
+        finally:
+            os.close(fd)
+        self.features = torch.from_numpy(np.frombuffer(self._map, np.float16).reshape(shape))  # (N, V, L, C)
+        _, self.num_views, self.num_locations, self.feature_dim = shape
+        self.device, self._touched = torch.device(device), 0
+
+    def touched(self, nbytes: int) -> None:
+        """Count ``nbytes`` of the mapping used; release its pages every RELEASE_BYTES."""
+        self._touched += nbytes
+        if self._touched >= self.RELEASE_BYTES:
+            self._touched = 0
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+    def vectors(self, image: torch.Tensor, view: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        out = super().vectors(image.cpu(), view.cpu(), loc.cpu())  # (..., C)
+        self.touched(out.numel() * RESIDENT_DTYPE.itemsize)
+        return out.to(self.device, non_blocking=True)
+
+    def mean(self, image: torch.Tensor, view: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        out = super().mean(image.cpu(), view.cpu(), loc.cpu())  # (M, C)
+        self.touched(loc.numel() * self.feature_dim * RESIDENT_DTYPE.itemsize)
+        return out.to(self.device, non_blocking=True)
+
+
 def _by_view(store, name: str, with_views: bool, **read):
     """Yield (images (b,), view (scalar), block) over /train and, with views, /train/views;
     ``read``: options of `Store.iter_chunks`."""
@@ -291,13 +343,27 @@ def _finite(block: np.ndarray) -> bool:
     return bool(np.isfinite(block).all())
 
 
+def _mapped_spatial(shape, folder, device) -> MappedSpatial | None:
+    """A `MappedSpatial` in ``folder``; None (read from the store instead) when the folder
+    cannot hold it."""
+    try:
+        return MappedSpatial(shape, folder, device)
+    except OSError as exc:
+        console.warn(f"no room for a {np.prod(shape) * 2 / 2**30:.1f} GiB scratch copy of the maps "
+                     f"in {folder} ({exc.strerror or exc}); reading them from the store instead (slower)")
+        return None
+
+
 def load_bank(store, table: dict, *, device: torch.device, spatial: bool, use_views: bool = True,
-              resident_bytes: float = 4 * 2**30) -> FeatureBank:
+              resident_bytes: float = 4 * 2**30, scratch: bool = True,
+              scratch_dir: str | os.PathLike | None = None) -> FeatureBank:
     """A bank from an open store and a confusing-class table (as `ltkit.confusing.load_table`).
 
     ``spatial``: also load CAMs and location vectors (FSA). The vectors are held on ``device``
-    (float16) when they take at most ``resident_bytes``; otherwise
-    they stay in the store and each batch reads its rows (`StoreSpatial`). ``use_views``:
+    (float16) when they take at most ``resident_bytes``; otherwise, with ``scratch``, in a
+    mapped scratch file in ``scratch_dir`` (default: the store's folder; `MappedSpatial`),
+    else (or when that folder has no room) they stay in the store and each draw reads its
+    rows (`StoreSpatial`). Every path gives the same numbers. ``use_views``:
     draw a random stored view per image when the store has views (view 0 is the
     un-augmented extraction).
     """
@@ -323,18 +389,23 @@ def load_bank(store, table: dict, *, device: torch.device, spatial: bool, use_vi
                 block.reshape(len(block), L).astype(np.float32)).to(device)
         resident = n * V * L * c * RESIDENT_DTYPE.itemsize <= resident_bytes
         nonzero = torch.empty(n, V, L, dtype=torch.bool, device=device)  # (N, V, L)
-        locs = torch.empty(n, V, L, c, dtype=RESIDENT_DTYPE, device=device) if resident else None
+        mapped = None if resident or not scratch else \
+            _mapped_spatial((n, V, L, c), scratch_dir or store.path.parent, device)
+        locs = torch.empty(n, V, L, c, dtype=RESIDENT_DTYPE, device=device) if resident else \
+            None if mapped is None else mapped.features
         for images, v, block in _by_view(store, "features", with_views, block_bytes=READ_BLOCK_BYTES,
                                          channels_last=True):  # block: (b, H, W, C) float16
             if not _finite(block):  # the store's reads skip this check for the maps
                 raise StoreError(f"{store.path}: the training feature maps hold NaN or infinite "
                                  "values; the store is damaged: re-extract it (--precision fp32)")
-            at = torch.from_numpy(images).to(device)
-            maps = torch.from_numpy(block).reshape(len(block), L, c).to(device)  # (b, L, C)
-            nonzero[at, v] = maps.ne(0).any(-1)
-            if resident:
-                locs[at, v] = maps
-        source = TensorSpatial(locs) if resident else StoreSpatial(store, rows, device)
+            at = torch.from_numpy(images)
+            maps = torch.from_numpy(block).reshape(len(block), L, c)  # (b, L, C)
+            nonzero[at.to(device), v] = maps.ne(0).any(-1).to(device)
+            if locs is not None:
+                locs[at.to(locs.device), v] = maps.to(locs.device)
+            if mapped is not None:
+                mapped.touched(block.nbytes)
+        source = TensorSpatial(locs) if resident else mapped or StoreSpatial(store, rows, device)
     as_long = lambda key: torch.as_tensor(table[key], dtype=torch.long, device=device)  # noqa: E731
     return FeatureBank(labels=labels.to(device), pooled=pooled, head_classes=as_long("head_classes"),
                        tail_classes=as_long("tail_classes"), confusing=as_long("confusing"),

@@ -46,7 +46,8 @@ def augment_finetune_cmd(
     tau: Annotated[str, typer.Option("--tau", help="tau-norm: exponent, or auto to pick it on the validation split.")] = "auto",
     ncm_metric: Annotated[str, typer.Option("--ncm-metric", help="ncm: cosine or l2.")] = "cosine",
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Validation accuracy every N iterations (0: only at the end).")] = 0,
-    resident_gib: Annotated[float, typer.Option("--resident-gib", help="Keep spatial maps on the device up to this size; larger stores are read per batch.")] = 4.0,
+    resident_gib: Annotated[float, typer.Option("--resident-gib", help="Keep spatial maps on the device up to this size; larger ones go to a mapped scratch copy (bounded memory).")] = 4.0,
+    scratch_dir: Annotated[Optional[str], typer.Option("--scratch-dir", help="Folder of that scratch copy (default: the store's; as large as the maps, deleted on exit).")] = None,
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads while training (0: torch's default); one is usually fastest for these small batches.")] = 1,
     store: Annotated[Optional[Path], typer.Option("--store", help="The table's store, when it moved or changed since the table was built.")] = None,
     seed: Seed = 0,
@@ -67,7 +68,7 @@ def augment_finetune_cmd(
                              batch_size=batch_size, na=na, tau_s=tau_s, tau_g=tau_g,
                              gamma_min=gamma_min, tail_draw=tail_draw, head_draw=head_draw, views=views,
                              margin=margin, scale=scale, tau=parse_tau(tau), ncm_metric=ncm_metric,
-                             eval_every=eval_every, resident_gib=resident_gib, threads=threads, seed=seed,
+                             eval_every=eval_every, resident_gib=resident_gib, scratch_dir=scratch_dir, threads=threads, seed=seed,
                              device=device)
         return augment_finetune(source, cfg, out=out, force=force, store=store)
 
