@@ -297,6 +297,7 @@ class MappedSpatial(TensorSpatial):
             else:
                 os.ftruncate(fd, nbytes)
             self._map = mmap.mmap(fd, nbytes)  # shared, read-write
+            self._map.madvise(mmap.MADV_RANDOM)  # draws touch scattered vectors: no read-around
         finally:
             os.close(fd)
         self.features = torch.from_numpy(np.frombuffer(self._map, np.float16).reshape(shape))  # (N, V, L, C)
