@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -97,3 +98,49 @@ def test_two_process_extract_equals_one_process(tmp_path):
         for name in names:
             assert np.array_equal(a[name][()], b[name][()]), name
         assert "shard" not in b.attrs and b.attrs["complete"] == 1
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
+                    reason="torchrun not installed")
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_killed_torchrun_resumes_to_the_weights_of_an_unbroken_run(tmp_path):
+    """SIGKILL to every process of a 2-rank run once its first epoch is saved; the same
+    torchrun command then resumes and ends where an unbroken 2-rank run ends."""
+    import signal
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "ltkit", *ARGS]
+    ref = tmp_path / "ref.pt"
+    subprocess.run([*launch, "--out", str(ref)], check=True, env=env, capture_output=True, timeout=300)
+
+    out, partial = tmp_path / "killed.pt", tmp_path / "killed.pt.partial"
+    proc = subprocess.Popen([*launch, "--out", str(out)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not partial.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    for pid in _processes_naming(str(out)):  # torchrun and both ranks (each in its own group)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    assert partial.exists() and not out.exists(), "the kill should land between the two epochs"
+
+    done = subprocess.run([*launch, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stderr
+    a = torch.load(ref, weights_only=True)["model_state"]
+    b = torch.load(out, weights_only=True)["model_state"]
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, rtol=1e-5, atol=1e-6, msg=key)
