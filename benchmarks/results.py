@@ -112,7 +112,8 @@ def phase2(prep: dict, method: str, seeds: list[int]) -> dict:
         ltkit(*args, "--quiet")
         runs.append(figures(json.loads(ltkit("evaluate", str(out), "--quiet"))))
     command = shown(*args) + " | ltkit evaluate -"
-    return {"runs": runs, "command": command.replace(f"--seed {seeds[-1]}", "--seed S")}
+    command = command.replace(f"--seed {seeds[-1]}", "--seed S").replace(f"-s{seeds[-1]}.pt", "-sS.pt")
+    return {"runs": runs, "command": command}
 
 
 def mean_std(runs: list[dict], key: str) -> str:
@@ -239,6 +240,24 @@ def render(preps: dict, results: dict, seeds: list[int]) -> str:
     return "\n".join(out)
 
 
+README_START, README_END = "<!-- results: start (written by benchmarks/results.py) -->", "<!-- results: end -->"
+HEADLINE = (("phase1", "Phase I (CE)"), ("fsa", "FSA (Chu et al., Algorithm 1)"),
+            ("none", "balanced fine-tuning, no augmentation"), ("crt", "cRT"))
+
+
+def update_readme(p1: dict, ce100: dict, readme: Path = Path("README.md")) -> None:
+    """The README's headline table (IF 100, CE backbone), between its markers."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return
+    rows = ["| method | overall % | tail % |", "| --- | ---: | ---: |"]
+    for key, label in HEADLINE:
+        runs = [p1] if key == "phase1" else ce100[key]["runs"]
+        rows.append(f"| {label} | {mean_std(runs, 'overall')} | {mean_std(runs, 'tail')} |")
+    head, rest = text.split(README_START, 1)
+    readme.write_text(head + README_START + "\n" + "\n".join(rows) + "\n" + README_END + rest.split(README_END, 1)[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/results", help="artifact folder (git-ignored)")
@@ -246,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/results.md", help="the page to write")
     parser.add_argument("--no-train", dest="train", action="store_false", help="use finished backbones only")
     args = parser.parse_args(argv)
-    runs = ROOT / args.runs
+    os.chdir(ROOT)  # every path below, and in the page's commands, is relative to the repository
+    runs = Path(args.runs)
     preps = {b.name: prepare(b, runs, args.train) for b in BACKBONES}
     done = {k: v for k, v in preps.items() if v}
     results = {name: {m: phase2(done[name], m, args.seeds) for m in PHASE2} for name in PHASE2_ON if name in done}
@@ -256,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     (runs / "results.json").write_text(json.dumps(
         {"phase1": {k: v["phase1"] for k, v in done.items()},
          "phase2": {k: {m: r["runs"] for m, r in v.items()} for k, v in results.items()}}, indent=1))
-    Path(ROOT / args.out).write_text(render(preps, results, args.seeds))
-    print(ROOT / args.out)
+    Path(args.out).write_text(render(preps, results, args.seeds))
+    if "if100-ce" in results:
+        update_readme(done["if100-ce"]["phase1"], results["if100-ce"])
+    print(Path(args.out).resolve())
     return 0
 
 

@@ -101,3 +101,23 @@ def test_bigstore_refuses_a_budget_that_holds_the_big_store(tmp_path):
     with pytest.raises(ValueError, match="resident budget"):
         bench_bigstore.run(rows=20, channels=2, side=2, resident_mib=1, workdir=str(tmp_path))
     assert not list(tmp_path.iterdir())  # refused before writing anything
+
+
+def test_results_page_renders_rows_gaps_and_missing_backbones():
+    import results
+
+    def fig(balanced, tail=None):
+        return {"overall": balanced, "balanced": balanced, "many": balanced, "medium": balanced,
+                "few": None, "tail": tail}
+
+    by_name = {b.name: b for b in results.BACKBONES}
+    preps = {b.name: None for b in results.BACKBONES}
+    for name, acc in (("if100-ce", 80.0), ("full-ce", 90.0), ("if100-ldam-drw", 84.0)):
+        preps[name] = {"backbone": by_name[name], "phase1": fig(acc, 70.0), "commands": [f"ltkit x {name}"]}
+    phase2 = {m: {"runs": [fig(85.0, 80.0), fig(86.0, 81.0)], "command": f"ltkit {m}"} for m in results.PHASE2}
+    page = results.render(preps, {"if100-ce": phase2, "if100-ldam-drw": {"fsa": phase2["fsa"]}}, [0, 1])
+    assert "| fsa | 85.50 ± 0.71 |" in page  # mean ± std over the seeds
+    assert "| 55 % |" in page  # (85.5 - 80) / (90 - 80) of the gap to the ceiling
+    assert "| LDAM-DRW: + FSA |" in page and "balanced accuracy **90.00 %**" in page
+    assert "## Not measured yet" in page and "if100-scl-rsg-ldam/backbone.pt" in page
+    assert " — |" in page  # the empty few split is a dash, never 0
