@@ -156,6 +156,33 @@ PUBLISHED = [
 ]
 
 
+def _mean(runs: list[dict], key: str) -> float:
+    return statistics.mean(r[key] for r in runs)
+
+
+def reading(p1: dict, results: dict) -> list[str]:
+    """What the tables say, computed from them (balanced accuracy, points)."""
+    lines = []
+    for k, factor in (("if10-ce", 10), ("if100-ce", 100), ("if200-ce", 200)):
+        if k not in results:
+            continue
+        r = results[k]
+        best = max(r, key=lambda m: _mean(r[m]["runs"], "balanced"))
+        fsa, none = _mean(r["fsa"]["runs"], "balanced"), _mean(r["none"]["runs"], "balanced")
+        lines.append(f"- IF {factor}: Phase I {p1[k]['balanced']:.2f}; best Phase-II method `{best}` "
+                     f"{_mean(r[best]['runs'], 'balanced'):.2f}; FSA {fsa:.2f}, {fsa - p1[k]['balanced']:+.2f} "
+                     f"over Phase I and {fsa - none:+.2f} against the same balanced batches without "
+                     f"augmentation (`none`); FSA tail {_mean(r['fsa']['runs'], 'tail'):.2f} vs "
+                     f"`none` {_mean(r['none']['runs'], 'tail'):.2f}.")
+    for k in ("if100-ldam-drw", "if100-scl-ldam", "if100-scl-rsg-ldam"):
+        if k in p1 and "if100-ce" in p1:
+            fsa = results.get(k, {}).get("fsa")
+            after = f"; after FSA {_mean(fsa['runs'], 'balanced'):.2f}" if fsa else ""
+            lines.append(f"- `{k}`: Phase I {p1[k]['balanced']:.2f} "
+                         f"({p1[k]['balanced'] - p1['if100-ce']['balanced']:+.2f} against CE){after}.")
+    return ["## Reading", "", "Computed from the tables (balanced accuracy, %):", ""] + lines + [""] if lines else []
+
+
 def render(preps: dict, results: dict, seeds: list[int]) -> str:
     done = {k: v for k, v in preps.items() if v}
     p1 = {k: v["phase1"] for k, v in done.items()}
@@ -210,6 +237,7 @@ def render(preps: dict, results: dict, seeds: list[int]) -> str:
             out += [f"## Imbalance factor {factor}: Phase II on the CE backbone", ""]
             out += table([("phase1 (CE)", [p1[k]])] + [(m, r["runs"]) for m, r in results[k].items()],
                          base, ceiling) + [""]
+    out += reading(p1, results)
     if ceiling is not None:
         out += ["## The ceiling", "", f"CE on the full balanced training set (6,000 images per class, "
                 f"same recipe): balanced accuracy **{ceiling:.2f} %**.", ""]
