@@ -255,8 +255,8 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
     stats = torch.zeros(5, device=device, dtype=torch.float64)  # loss sum, tail hits/n, head hits/n
     history: list[dict[str, Any]] = []
     logged = 0  # iterations summed in `stats` so far: synced to the host every LOG_EVERY
-    with console.progress(cfg.iterations, f"{method_name(cfg)} fine-tuning") as bar:
-        batches = iter_batches(augmenter, generator, cfg.iterations)
+    with console.progress(cfg.iterations, f"{method_name(cfg)} fine-tuning") as bar, \
+            contextlib.closing(iter_batches(augmenter, generator, cfg.iterations)) as batches:
         for it in range(1, cfg.iterations + 1):
             lr = cfg.lr if cfg.schedule == "constant" else \
                 cfg.lr * 0.5 * (1 + math.cos(math.pi * (it - 1) / cfg.iterations))

@@ -260,3 +260,25 @@ def test_gamma_min_narrows_the_mixing_ratio():
     assert int(d["n_specific"][d["n_specific"] > 0].min()) >= 3  # round(0.75 * 4) = 3
     with pytest.raises(ConfigError, match="gamma-min"):
         AugmentConfig(gamma_min=1.0).validate()
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTERS.names()))
+def test_iter_batches_prefetch_repeats_the_plain_draws_and_stops_its_thread(name):
+    import contextlib
+    import threading
+
+    from ltkit.augment import iter_batches
+
+    bank = identifiable_bank()
+    cfg = AugmentConfig(batch_size=64)
+    plain = make_augmenter(name, bank, cfg)
+    g = torch.Generator().manual_seed(3)
+    many = getattr(plain, "batches", None)  # iter_batches draws 64 at a time here (tiny C)
+    expected = many(g, 64)[:5] if many else [plain.batch(g) for _ in range(5)]
+    with contextlib.closing(iter_batches(make_augmenter(name, bank, cfg),
+                                         torch.Generator().manual_seed(3), 200)) as it:
+        got = [next(it) for _ in range(5)]  # the thread is drawing the next chunk meanwhile
+    # closing early ends the drawing thread at once
+    assert not [t for t in threading.enumerate() if t.name.startswith("ltkit-draw")]
+    for (x, y), (ex, ey) in zip(got, expected):
+        assert torch.equal(x, ex) and torch.equal(y, ey)

@@ -101,7 +101,9 @@ def iter_batches(augmenter: Augmenter, generator: torch.Generator, total: int):
     ``batches(generator, n)`` when it has one (drawing many at once), else one ``batch`` call
     each. The next chunk is drawn in a background thread while the caller trains on this one,
     so the draws (gathers, reads of a streamed store) overlap the training steps; that thread
-    alone uses ``generator``, chunk after chunk, so a seed still repeats a run exactly."""
+    alone uses ``generator``, chunk after chunk, so a seed still repeats a run exactly. Close
+    the iterator when stopping early (`contextlib.closing`): that stops the thread there and
+    then, not whenever the garbage collector gets to it."""
     many = getattr(augmenter, "batches", None)
     batch_bytes = 4 * augmenter.cfg.batch_size * augmenter.bank.feature_dim  # one (B, C) float32
     chunk = max(1, min(64, CHUNK_BYTES // batch_bytes))
@@ -114,10 +116,12 @@ def iter_batches(augmenter: Augmenter, generator: torch.Generator, total: int):
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltkit-draw") as pool:
         pending = pool.submit(draw, sizes[0])
-        for n in sizes[1:] + [0]:
+        for n in sizes[1:]:
             ready = pending.result()
-            pending = pool.submit(draw, n) if n else None
+            pending = pool.submit(draw, n)
             yield from ready
+        last = pending.result()
+    yield from last  # the thread is gone before the last chunk is handed out
 
 
 def balanced_tail_count(batch_size: int, na: int) -> int:
