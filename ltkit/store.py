@@ -261,7 +261,7 @@ def _pack(src, dst, compression: str) -> None:
     with h5py.File(src, "r") as fin, h5py.File(dst, "w", libver="earliest") as fout:
         def copy(gin: h5py.Group, gout: h5py.Group) -> None:
             gout.attrs.update(gin.attrs)
-            for name, obj in gin.items():
+            for name, obj in list(gin.items()):  # a list: see _check_links
                 if isinstance(obj, h5py.Group):
                     copy(obj, gout.create_group(name))
                     continue
@@ -531,7 +531,12 @@ def _first_line(exc: BaseException) -> str:
 
 def _check_links(group: h5py.Group, path: Path) -> None:
     """Refuse soft/external links, external raw storage and virtual data in other files."""
-    for name in group:
+    # h5py iterates a group (or attributes) inside its global lock: an exception raised
+    # mid-iteration leaves the generator suspended, holding that lock, for as long as the
+    # traceback lives (a comprehension's frame keeps its iterator; `raise ... from None` still
+    # keeps the first exception as __context__), and every other thread's h5py call (extract's
+    # writer) then waits forever. So iterate over a list, made before anything can raise.
+    for name in list(group):
         link = group.get(name, getlink=True)
         where = f"{group.name.rstrip('/')}/{name}"
         if not isinstance(link, h5py.HardLink):
@@ -541,7 +546,7 @@ def _check_links(group: h5py.Group, path: Path) -> None:
         if isinstance(obj, h5py.Group):
             _check_links(obj, path)
             continue
-        if obj.is_virtual and any(src.file_name != "." for src in obj.virtual_sources()):
+        if obj.is_virtual and any(src.file_name != "." for src in list(obj.virtual_sources())):
             raise StoreError(f"{path}: {where} is a virtual dataset reading other files; ltkit "
                              f"refuses data from outside the store: re-extract it")
         if obj.id.get_create_plist().get_external_count() > 0:
@@ -566,7 +571,7 @@ def _check_store(f: h5py.File, path: Path, allow_incomplete: bool) -> dict[str, 
     if version != SCHEMA_VERSION:
         raise StoreError(f"{path} is an ltkit store of schema version {version}; this ltkit "
                          f"reads version {SCHEMA_VERSION}: re-extract it with this ltkit")
-    attrs = {k: _decode(k, v) for k, v in f.attrs.items()}
+    attrs = {k: _decode(k, v) for k, v in list(f.attrs.items())}  # a list: see _check_links
     missing = [k for k in REQUIRED_ATTRS if k not in attrs]
     if missing:
         raise StoreError(f"{path} lacks root attribute(s) {', '.join(missing)}; it is damaged: "

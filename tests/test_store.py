@@ -219,6 +219,26 @@ def test_links_and_outside_data_refused(store_path, tmp_path):
         open_store(virtual)
 
 
+@pytest.mark.parametrize("damage", ["soft-link", "bad-json-attr"])
+def test_a_refused_store_leaves_h5py_usable_from_other_threads(store_path, tmp_path, damage):
+    """A store refused while h5py iterates its groups or attributes must not leave h5py's
+    global lock held by the traceback it raised: extract's writer thread would wait forever."""
+    import threading
+
+    edit = {"soft-link": lambda f: f.__setitem__("alias", h5py.SoftLink("/train")),
+            "bad-json-attr": lambda f: f.attrs.modify("options", "{not json")}[damage]
+    bad = _damaged(store_path, tmp_path, f"{damage}.h5", edit)
+    with pytest.raises(StoreError) as refused:
+        open_store(bad)
+    kept = refused.value  # its traceback stays alive, as a CLI runner's result keeps it
+    rows = []
+    reader = threading.Thread(target=lambda: rows.append(open_store(store_path).rows("train")), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert rows, "an h5py call from another thread blocked on a lock the refused store left held"
+    assert kept.__traceback__ is not None
+
+
 def test_row_writes_never_touch_metadata(tmp_path):
     """Crash safety: after create_store, filling rows changes only the datasets' raw bytes,
     so a process killed mid-write leaves HDF5 metadata intact and the file opens."""
