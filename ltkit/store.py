@@ -343,8 +343,8 @@ class Store:
     def read(self, split: str, name: str, index: Any = None, *, channels_last: bool = False) -> np.ndarray:
         """All rows, or the rows at `index` (ints in any order, duplicates, negatives, a bool
         mask or a slice), as a new numpy array in the order asked for. ``channels_last``: maps
-        (n, C, H, W) come out as (n, H, W, C), location vectors contiguous, transposed as
-        they are copied (no second pass)."""
+        (n, C, H, W) come out as (n, H, W, C), location vectors contiguous (read in 4 MiB
+        pieces, each transposed into the result)."""
         ds = self._ds(split, name)
         n = ds.shape[0]
         if channels_last and ds.ndim != 4:
