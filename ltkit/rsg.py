@@ -5,7 +5,9 @@ sees the batch's feature maps there. It has two parts:
 - Centre estimation with a contrastive module (CESC). Every class has `n_centers` centres;
   a sample is softly assigned to its own class's centres by gamma = softmax(p W_y + b_y)
   on its pooled map p, and the loss is sum_k gamma_k ||f - c_{y,k}||^2 (summed over C, H, W,
-  averaged over the batch). Until generation starts, a contrastive module also learns to
+  averaged over the batch: the reference's `compute_cesc_loss` normalisation, so at its
+  weight 0.1 this term is in the thousands on ResNet-32 maps and is most of the total loss,
+  as in their runs; it trains only the module's own parameters, on detached maps). Until generation starts, a contrastive module also learns to
   tell whether two maps come from the same class (cross-entropy on pairs of the batch).
 - Sample generation, from `start_epoch` on. A head-class map's displacement from its nearest
   centre, v = f_h - c_h, carries class-independent variation; a learned 3x3 convolution T
