@@ -121,3 +121,20 @@ def test_results_page_renders_rows_gaps_and_missing_backbones():
     assert "| LDAM-DRW: + FSA |" in page and "balanced accuracy **90.00 %**" in page
     assert "## Not measured yet" in page and "if100-scl-rsg-ldam/backbone.pt" in page
     assert " — |" in page  # the empty few split is a dash, never 0
+    assert "FSA closes 55 %" in page and "| CE, full balanced set | 90.00 |" in page
+
+
+def test_results_readme_headline_gains_the_gap_column_with_a_ceiling(tmp_path):
+    import results
+
+    fig = lambda b: {"overall": b, "balanced": b, "many": b, "medium": b, "few": None, "tail": b}  # noqa: E731
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{results.README_START}\nold\n{results.README_END}\nrest\n")
+    ce100 = {m: {"runs": [fig(85.0), fig(87.0)]} for m in results.PHASE2}
+    results.update_readme(fig(80.0), ce100, None, readme)
+    assert "gap closed" not in readme.read_text() and "old" not in readme.read_text()
+    results.update_readme(fig(80.0), ce100, fig(90.0), readme)
+    text = readme.read_text()
+    assert "| cRT | 86.00 ± 1.41 | 86.00 ± 1.41 | 60 % |" in text
+    assert "| ceiling: CE on the full balanced set | 90.00 | — | 100 % |" in text
+    assert text.startswith("intro\n") and text.endswith("rest\n")
