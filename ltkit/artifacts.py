@@ -52,22 +52,36 @@ def check_output(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
-def reuse_existing(path: str | os.PathLike, force: bool, matches: Callable[[Path], bool]) -> bool:
+def reuse_existing(path: str | os.PathLike, force: bool,
+                   differs: Callable[[Path], str | None]) -> bool:
     """True when ``path`` already holds this very artifact (same options), so a rerun can skip.
 
-    An existing file made otherwise is never overwritten without ``force``: that raises.
+    ``differs(path)`` says how the existing artifact differs from the one asked for, as the
+    end of "PATH already exists and ..." (e.g. "was made with other options (seed)"), or None
+    when it is the same. An existing file made otherwise is never overwritten without
+    ``force``: that raises, with the reason.
     """
     path = Path(path).expanduser()
     if force or not path.exists():
         return False
     try:
-        same = matches(path)
-    except ArtifactError:
-        same = False
-    if not same:
-        raise ArtifactError(f"{path} already exists and was made with other options (or is not an "
-                            "ltkit artifact); choose another --out or pass --force to replace it")
+        reason = differs(path)
+    except ArtifactError as exc:
+        reason = f"is not an ltkit artifact of this kind ({exc})"
+    if reason is not None:
+        raise ArtifactError(f"{path} already exists and {reason}; choose another --out or pass "
+                            "--force to replace it")
     return True
+
+
+def option_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The keys on which two option dicts differ, sorted."""
+    return sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+
+
+def other_options(diff: list[str]) -> str | None:
+    """``reuse_existing``'s reason for differing options, or None when there are none."""
+    return f"was made with other options ({', '.join(diff)})" if diff else None
 
 
 def commit_partial(partial: Path, final: Path) -> None:

@@ -26,8 +26,8 @@ import torch
 
 from ltkit import console
 from ltkit.artifacts import (atomic_output, check_output, file_sha256, load_torch_artifact,
-                             make_lineage, resolve_input, reuse_existing, save_torch_artifact,
-                             versions)
+                             make_lineage, option_diff, other_options, resolve_input, reuse_existing,
+                             save_torch_artifact, versions)
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 
 FORMAT = "ltkit-confusing-table"
@@ -138,7 +138,7 @@ def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | No
     cfg.validate()
     store_path = resolve_input(store)
     out = Path(out or default_table_path(store_path)).expanduser()
-    if reuse_existing(out, force, lambda p: _same_table(load_table(p), store_path, cfg)):
+    if reuse_existing(out, force, lambda p: _table_differs(load_table(p), store_path, cfg)):
         console.log(f"{out} exists with the same options: reusing it (--force to rebuild)")
         table = load_table(out)
         if csv_path is not None:  # the export of this very table: same content
@@ -152,12 +152,15 @@ def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | No
     return out
 
 
-def _same_table(table: dict[str, Any], store_path: Path, cfg: ConfusingConfig) -> bool:
-    """Was ``table`` built from this very store (path and content) with these options?"""
+def _table_differs(table: dict[str, Any], store_path: Path, cfg: ConfusingConfig) -> str | None:
+    """How ``table`` differs from one built from this very store (path and content) with
+    these options; None when it does not."""
     parent = table["lineage"]["parents"]["store"]
-    return (table["lineage"]["options"] == dataclasses.asdict(cfg)
-            and Path(parent["path"]).resolve() == store_path.resolve()
-            and parent["sha256"] == file_sha256(store_path))
+    if Path(parent["path"]).resolve() != store_path.resolve():
+        return f"was built from another store ({parent['path']})"
+    if parent["sha256"] != file_sha256(store_path):
+        return f"was built from an earlier version of {store_path} (its hash differs)"
+    return other_options(option_diff(table["lineage"]["options"], dataclasses.asdict(cfg)))
 
 
 def table_for_store(store_path: str | Path) -> tuple[dict[str, Any], Path]:

@@ -30,13 +30,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ltkit import __version__, console
 from ltkit.artifacts import (check_output, reuse_existing, commit_partial, file_sha256, make_lineage,
-                             partial_path, resolve_input, write_failure)
+                             option_diff, other_options, partial_path, resolve_input,
+                             write_failure)
 from ltkit import distributed
 from ltkit.cams import label_cams
 from ltkit.checkpoint import load_backbone
 from ltkit.classifiers import Classifier
 from ltkit.data import build_splits, spec_from_dict
-from ltkit.device import resolve_device, seed_everything
+from ltkit.device import seed_everything
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 from ltkit.store import (COMPRESSIONS, SPLITS, VIEWS, StoreLayout, StoreWriter, create_store,
                          open_store, pack_store)
@@ -293,8 +294,7 @@ def _open_or_create(partial: Path, record_path: Path, options: dict[str, Any], p
     if partial.exists() and record is None:
         console.warn(f"{partial} has no progress record (stopped while being created); starting it over")
     elif record is not None and record["options"] != options:
-        diff = sorted(k for k in set(options) | set(record["options"])
-                      if options.get(k) != record["options"].get(k))
+        diff = option_diff(record["options"], options)
         if not force:
             raise ArtifactError(f"{partial} is an interrupted extraction with other options "
                                 f"({', '.join(diff)}); rerun with the same options to resume it, "
@@ -497,11 +497,12 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
         "checkpoint_sha256": sha, "dataset": dataclasses.asdict(spec), "spatial_splits": spatial,
         "train_views": cfg.train_views, "batch_size": cfg.batch_size, "precision": precision,
         "compression": cfg.compression, "seed": cfg.seed, "ltkit_version": __version__}))
-    def same_options(path: Path) -> bool:
+    def differs(path: Path) -> str | None:
         with open_store(path) as st:
-            return st.attrs.get("options") == options
+            saved = st.attrs.get("options") or {}
+        return other_options(option_diff(saved, options))
 
-    if reuse_existing(out, force, same_options):  # a rerun, or a shard finished before a crash
+    if reuse_existing(out, force, differs):  # a rerun, or a shard finished before a crash
         console.log(f"{out} exists with the same options: reusing it (--force to extract again)")
         return out
     check_output(out, force)

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from ltkit import console
-from ltkit.artifacts import check_output, file_sha256, make_lineage, resolve_input, reuse_existing
+from ltkit.artifacts import (check_output, file_sha256, make_lineage, option_diff, other_options,
+                             resolve_input, reuse_existing)
 from ltkit.augment import AUGMENTERS, AugmentConfig, iter_batches, make_augmenter
 from ltkit.augment.bank import VIEWS_SPLIT, FeatureBank, load_bank
 from ltkit.classifiers import (NCM_METRICS, TAU_GRID, Classifier, load_classifier, pick_tau,
@@ -392,13 +393,18 @@ def _request(cfg: FinetuneConfig) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_ONLY}
 
 
-def _same_request(path: Path, request: dict[str, Any], parents: dict[str, Path]) -> bool:
-    """Was the classifier at ``path`` made from these very parents with these options?"""
+def _request_differs(path: Path, request: dict[str, Any], parents: dict[str, Path]) -> str | None:
+    """How the classifier at ``path`` differs from one made from these very parents with
+    these options; None when it does not."""
     _, meta = load_classifier(path)
     saved = meta["lineage"]
-    return (saved["options"].get("request") == request
-            and set(saved["parents"]) == set(parents)
-            and all(saved["parents"][role]["sha256"] == file_sha256(p) for role, p in parents.items()))
+    if set(saved["parents"]) != set(parents):
+        return (f"was made from a {' and a '.join(sorted(saved['parents']))}, not a "
+                f"{' and a '.join(sorted(parents))}")
+    for role, p in parents.items():
+        if saved["parents"][role]["sha256"] != file_sha256(p):
+            return f"was made from another version of its {role} {p} (the hash differs)"
+    return other_options(option_diff(saved["options"].get("request") or {}, request))
 
 
 def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path | None = None,
@@ -412,7 +418,7 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
     out = Path(out or (table_path or store_path).parent / f"{store_path.stem}.{method_name(cfg)}.pt")
     parents = {"store": store_path} | ({"table": table_path} if table_path else {})
     request = _request(cfg)
-    if reuse_existing(out, force, lambda p: _same_request(p, request, parents)):
+    if reuse_existing(out, force, lambda p: _request_differs(p, request, parents)):
         console.log(f"{out} exists with the same options: reusing it (--force to fine-tune again)")
         return out.expanduser()
     out = check_output(out, force)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from ltkit import console
 from ltkit.artifacts import (atomic_output, check_output, load_torch_artifact, make_lineage,
-                             partial_path, reuse_existing, versions)
+                             other_options, partial_path, reuse_existing, versions)
 from ltkit.checkpoint import FORMAT, FORMAT_VERSION
 from ltkit.data import DatasetSpec, build_splits
 from ltkit import distributed
@@ -254,8 +254,10 @@ def _option_diff(ckpt: dict[str, Any], cfg: TrainConfig) -> list[str]:
     return sorted(k for k in wanted if saved.get(k, _DEFAULTS.get(k)) != wanted[k])
 
 
-def _same_options(ckpt: dict[str, Any], cfg: TrainConfig) -> bool:
-    return "optimizer" not in ckpt and not _option_diff(ckpt, cfg)
+def _checkpoint_differs(ckpt: dict[str, Any], cfg: TrainConfig) -> str | None:
+    if "optimizer" in ckpt:
+        return "is an unfinished run's state, not a final checkpoint"
+    return other_options(_option_diff(ckpt, cfg))
 
 
 def _resume_state(partial: Path, cfg: TrainConfig) -> dict[str, Any] | None:
@@ -284,7 +286,7 @@ def train_backbone(cfg: TrainConfig, out: str | Path, *, force: bool = False,
 
 def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: bool,
            resume: bool) -> Path:
-    if reuse_existing(out, force, lambda p: _same_options(load_torch_artifact(p, FORMAT), cfg)):
+    if reuse_existing(out, force, lambda p: _checkpoint_differs(load_torch_artifact(p, FORMAT), cfg)):
         console.log(f"{out} exists with the same options: reusing it (--force to retrain)")
         return out
     partial = partial_path(out)

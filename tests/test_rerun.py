@@ -34,6 +34,17 @@ def test_confusing_classes_rerun_reuses_the_table(store, tmp_path):
     _reused(first, run("confusing-classes", str(store), "--out", str(out)), out, before)
     other = run("confusing-classes", str(store), "--top", "2", "--out", str(out))
     assert other.exit_code == 2 and "--force" in other.stderr and out.stat().st_mtime_ns == before
+    assert "made with other options (top)" in other.stderr  # says which
+
+
+def test_a_rerun_after_the_parent_changed_says_so(store, tmp_path):
+    """Same options, but the store was rebuilt at the same path: the refusal names the changed
+    parent, not "other options"."""
+    out = tmp_path / "t.pt"
+    assert run("confusing-classes", str(store), "--out", str(out)).exit_code == 0
+    make_store(store, seed=1)  # another store at the same path
+    again = run("confusing-classes", str(store), "--out", str(out))
+    assert again.exit_code == 2 and "hash differs" in again.stderr and "other options" not in again.stderr
 
 
 def test_augment_finetune_rerun_reuses_the_classifier(store, tmp_path):
@@ -46,6 +57,7 @@ def test_augment_finetune_rerun_reuses_the_classifier(store, tmp_path):
     _reused(first, run(*args), out, before)
     other = run(*args, "--tau-s", "0.6")
     assert other.exit_code == 2 and "--force" in other.stderr and out.stat().st_mtime_ns == before
+    assert "other options (tau_s)" in other.stderr
     assert run(*args, "--tau-s", "0.6", "--force").exit_code == 0
     assert out.stat().st_mtime_ns != before
 
@@ -78,4 +90,4 @@ def test_train_backbone_rerun_without_root_reuses_a_default_root_checkpoint(tmp_
     before = out.stat().st_mtime_ns
     _reused(first, run(*args), out, before)
     other = run(*args[:-2], "--lr", "0.05", "--out", str(out))
-    assert other.exit_code == 2 and "--force" in other.stderr
+    assert other.exit_code == 2 and "--force" in other.stderr and "other options (lr)" in other.stderr
