@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,8 +142,10 @@ def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | No
     if reuse_existing(out, force, lambda p: _table_differs(load_table(p), store_path, cfg)):
         console.log(f"{out} exists with the same options: reusing it (--force to rebuild)")
         table = load_table(out)
-        if csv_path is not None:  # the export of this very table: same content
-            export_csv(table, check_output(csv_path, force=True))
+        if csv_path is not None:  # the export of this very table; another file is never replaced
+            csv_path = Path(csv_path).expanduser()
+            if not (csv_path.is_file() and _read(csv_path) == csv_text(table)):
+                export_csv(table, check_output(csv_path, force))
         return out
     out = check_output(out, force)
     csv_path = check_output(csv_path, force) if csv_path is not None else None
@@ -232,13 +235,25 @@ def table_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def csv_text(table: dict[str, Any]) -> str:
+    """The table as CSV text, one row per (tail class, confusing class)."""
+    rows = table_rows(table)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def _read(path: Path) -> str:
+    with open(path, newline="") as fh:
+        return fh.read()
+
+
 def export_csv(table: dict[str, Any], path: str | Path) -> Path:
     """The table as CSV, one row per (tail class, confusing class)."""
-    rows = table_rows(table)
     with atomic_output(path) as partial, open(partial, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        fh.write(csv_text(table))
     return Path(path)
 
 

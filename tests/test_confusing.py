@@ -119,6 +119,19 @@ def test_cli_prints_only_the_path_and_shows_the_table(store_path, tmp_path):
     assert again.exit_code == 2 and "--force" in again.stderr and again.stdout == ""
 
 
+def test_a_reused_table_never_replaces_another_csv_without_force(store_path, tmp_path):
+    out, csv_file = tmp_path / "t.pt", tmp_path / "c.csv"
+    args = ("confusing-classes", str(store_path), "--out", str(out), "--csv", str(csv_file))
+    assert run_cli(*args).exit_code == 0
+    written = csv_file.read_text()
+    assert run_cli(*args).exit_code == 0 and csv_file.read_text() == written  # same export: fine
+    csv_file.write_text("someone else's file\n")
+    refused = run_cli(*args)
+    assert refused.exit_code == 2 and "--force" in refused.stderr
+    assert csv_file.read_text() == "someone else's file\n"
+    assert run_cli(*args, "--force").exit_code == 0 and csv_file.read_text() == written
+
+
 def test_cli_default_path_and_bad_ratio(tmp_path):
     store = make_store(tmp_path / "feat.h5")
     result = run_cli("confusing-classes", str(store), "--quiet")
