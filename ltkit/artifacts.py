@@ -35,6 +35,9 @@ def resolve_input(path: str | os.PathLike) -> Path:
     resolved = Path(text).expanduser()
     if not resolved.exists():
         raise ArtifactError(f"{resolved} does not exist; give the path of an existing artifact")
+    if not resolved.is_file():
+        raise ArtifactError(f"{resolved} is {'a folder' if resolved.is_dir() else 'not a regular file'}; "
+                            "give the path of an artifact file")
     return resolved
 
 

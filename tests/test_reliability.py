@@ -515,3 +515,11 @@ def test_evaluate_lists_class_names_as_text_not_markup(tmp_path):
     result = run("evaluate", str(store), "--split", "few")
     assert result.exit_code == 0, result.exception
     assert "[/bold]" in result.stderr
+
+
+@pytest.mark.parametrize("stage", ["extract", "confusing-classes", "augment-finetune", "evaluate",
+                                   "compare", "inspect"])
+def test_a_folder_given_as_an_artifact_is_refused_in_one_line(stage, tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    assert_refused(run(stage, str(folder)), f"{folder} is a folder")
