@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from ltkit import console
 from ltkit.artifacts import (check_output, file_sha256, make_lineage, option_diff, other_options,
                              resolve_input, reuse_existing)
-from ltkit.augment import AUGMENTERS, AugmentConfig, iter_batches, make_augmenter
+from ltkit.augment import (AUGMENTERS, AugmentConfig, iter_batches, make_augmenter,
+                           nearest_balanced_batch)
 from ltkit.augment.bank import VIEWS_SPLIT, FeatureBank, load_bank
 from ltkit.classifiers import (NCM_METRICS, TAU_GRID, Classifier, load_classifier, pick_tau,
                                save_classifier)
@@ -128,12 +129,20 @@ class FinetuneConfig:
         """Every None filled in: the paper's schedule for linear, Kang's for crt and lws."""
         kang = self.classifier in ("crt", "lws")
         base = KANG if kang else PAPER
-        batch = self.batch_size or base["batch_size"]
+        batch, na = self.batch_size or base["batch_size"], self.na or nf
+        augmenter = AUGMENTERS.get(self.augment_name())
+        if (self.batch_size is None and self.classifier not in TRAINING_FREE
+                and getattr(augmenter, "balanced_batches", False)):  # a default that fits Na
+            fitted = nearest_balanced_batch(batch, na)
+            if fitted != batch:
+                console.log(f"batch size {fitted}: the default {batch} does not hold a whole "
+                            f"2*Nt*(1+Na) batch with Na={na} (--batch-size to choose)")
+            batch = fitted
         iterations = self.iterations or (math.ceil(KANG["epochs"] * num_train / batch) if kang
                                          else PAPER["iterations"])
         return dataclasses.replace(self, augment=self.augment_name(), batch_size=batch,
                                    iterations=iterations, lr=self.lr or base["lr"],
-                                   schedule=self.schedule or base["schedule"], na=self.na or nf)
+                                   schedule=self.schedule or base["schedule"], na=na)
 
 
 def check_combination(augment: str, classifier: str, phase1_kind: str) -> None:

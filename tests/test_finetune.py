@@ -301,3 +301,23 @@ def test_finetune_classifier_refuses_what_it_does_not_train(classifier):
     cfg = FinetuneConfig(classifier=classifier, augment="none")
     with pytest.raises(ConfigError, match="not trained on batches"):
         finetune_classifier(None, None, cfg)
+
+
+def test_the_default_batch_size_fits_any_number_of_confusing_classes(tmp_path):
+    """A table of --top 5 makes Na = 5: the default 128 holds no whole 2*Nt*(1+Na) batch, so
+    the nearest that does (132) is used and said; a --batch-size given is never changed."""
+    from ltkit.augment import nearest_balanced_batch
+
+    assert [nearest_balanced_batch(128, na) for na in (1, 3, 5, 7, 9)] == [128, 128, 132, 128, 120]
+    assert nearest_balanced_batch(3, 5) == 12  # never below one tail image
+    store = make_store(tmp_path / "f.h5")
+    table = build_table(store, ConfusingConfig(head_ratio=0.8, top=5))
+    result = run_cli("augment-finetune", str(table), "--iterations", "3", "--device", "cpu",
+                     "--out", str(tmp_path / "c.pt"))
+    assert result.exit_code == 0, result.stderr
+    assert "batch size 132" in result.stderr
+    _, meta = load_classifier(tmp_path / "c.pt")
+    assert meta["options"]["batch_size"] == 132 and meta["options"]["na"] == 5
+    given = run_cli("augment-finetune", str(table), "--iterations", "3", "--device", "cpu",
+                    "--batch-size", "128", "--out", str(tmp_path / "d.pt"))
+    assert given.exit_code == 2 and "--batch-size 128 does not fit" in given.stderr

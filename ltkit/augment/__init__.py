@@ -79,6 +79,7 @@ class Augmenter(Protocol):
 
     needs_spatial: ClassVar[bool]   # draws location vectors and CAMs (the bank must hold them)
     needs_cosine: ClassVar[bool]    # its batches train a cosine classifier with an angular margin
+    balanced_batches: ClassVar[bool]  # its batches are Algorithm 1's 2 * Nt * (1 + Na) samples
 
     @classmethod
     def check(cls, cfg: AugmentConfig) -> None:
@@ -135,6 +136,12 @@ def balanced_tail_count(batch_size: int, na: int) -> int:
     return batch_size // unit
 
 
+def nearest_balanced_batch(batch_size: int, na: int) -> int:
+    """The batch size of 2 * Nt * (1 + Na) samples nearest ``batch_size`` (ties: the smaller)."""
+    unit = 2 * (1 + na)
+    return max(unit, unit * round(batch_size / unit - 1e-9))
+
+
 def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig) -> Augmenter:
     """The registered augmenter ``name``, built on ``bank``."""
     cls = AUGMENTERS.get(name)
@@ -151,4 +158,4 @@ def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig) -> Augmente
 from ltkit.augment import balanced, cloud, fsa, none  # noqa: E402,F401
 
 __all__ = ["AUGMENTERS", "AugmentConfig", "Augmenter", "FeatureBank", "TensorSpatial",
-           "bank_from_tensors", "balanced_tail_count", "make_augmenter"]
+           "bank_from_tensors", "balanced_tail_count", "nearest_balanced_batch", "make_augmenter"]

@@ -16,6 +16,7 @@ from ltkit.augment import AUGMENTERS, AugmentConfig, FeatureBank
 class ClassBalanced:
     needs_spatial = False
     needs_cosine = False
+    balanced_batches = False
 
     @classmethod
     def check(cls, cfg: AugmentConfig) -> None:

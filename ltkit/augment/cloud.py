@@ -94,6 +94,7 @@ def rotate_away(x: torch.Tensor, centre: torch.Tensor, phi: torch.Tensor,
 class FeatureCloud:
     needs_spatial = False
     needs_cosine = True
+    balanced_batches = True
 
     @classmethod
     def check(cls, cfg: AugmentConfig) -> None:

@@ -84,6 +84,7 @@ class LocationTable:
 class FeatureSpaceAugmenter:
     needs_spatial = True
     needs_cosine = False
+    balanced_batches = True
 
     @classmethod
     def check(cls, cfg: AugmentConfig) -> None:

@@ -17,6 +17,7 @@ from ltkit.augment import AUGMENTERS, AugmentConfig, FeatureBank, balanced_tail_
 class NoAugmentation:
     needs_spatial = False
     needs_cosine = False
+    balanced_batches = True
 
     @classmethod
     def check(cls, cfg: AugmentConfig) -> None:
