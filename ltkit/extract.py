@@ -490,6 +490,10 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
     spatial = [p.name for p in parts if p.spatial and p.name != VIEWS]
     console.log(f"extract: {', '.join(f'{p.name} {p.rows}' for p in parts)} images; map {c}x{h}x{w}, "
                 f"maps kept for {', '.join(spatial) or 'no split'}; {precision} on {device}")
+    if h * w == 1:
+        console.warn(f"the backbone's feature maps are 1x1 at this image size: FSA mixes locations "
+                     f"of a map and will refuse this store (the other methods work); use a CIFAR "
+                     f"ResNet (resnet32, resnet18-cifar) or train with a larger --image-size for FSA")
 
     # 2. the layout and what made it (the options fingerprint the partial for resume)
     sha = file_sha256(ckpt)

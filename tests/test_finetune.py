@@ -321,3 +321,15 @@ def test_the_default_batch_size_fits_any_number_of_confusing_classes(tmp_path):
     given = run_cli("augment-finetune", str(table), "--iterations", "3", "--device", "cpu",
                     "--batch-size", "128", "--out", str(tmp_path / "d.pt"))
     assert given.exit_code == 2 and "--batch-size 128 does not fit" in given.stderr
+
+
+def test_fsa_refuses_a_store_of_1x1_maps(tmp_path):
+    """One location: FSA would relabel a confusing image's own feature as the tail class."""
+    store = make_store(tmp_path / "f.h5", height=1, width=1)
+    table = build_table(store, ConfusingConfig(head_ratio=0.8))
+    result = run_cli("augment-finetune", str(table), "--iterations", "3", "--batch-size", "32",
+                     "--device", "cpu", "--out", str(tmp_path / "c.pt"))
+    assert result.exit_code == 2 and "1x1" in result.stderr and not (tmp_path / "c.pt").exists()
+    other = run_cli("augment-finetune", str(table), "--augment", "none", "--iterations", "3",
+                    "--batch-size", "32", "--device", "cpu", "--out", str(tmp_path / "n.pt"))
+    assert other.exit_code == 0, other.stderr

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from ltkit.augment import AUGMENTERS, AugmentConfig, FeatureBank, balanced_tail_count
+from ltkit.errors import ConfigError
 
 
 def location_mask(cams: torch.Tensor, nonzero: torch.Tensor, tau: float,
@@ -91,6 +92,13 @@ class FeatureSpaceAugmenter:
         balanced_tail_count(cfg.batch_size, cfg.na)
 
     def __init__(self, bank: FeatureBank, cfg: AugmentConfig):
+        if bank.spatial.num_locations < 2:  # nothing to mix: a draw would copy one image's vector
+            raise ConfigError("the store's feature maps are 1x1: FSA mixes the class-specific and "
+                              "class-generic locations of a map, and a 1x1 map has one location "
+                              "(an augmented feature would be a confusing image's feature with a "
+                              "tail label); extract with a backbone that keeps spatial maps (a CIFAR "
+                              "ResNet, or a backbone trained with a larger --image-size), or use "
+                              "--augment none / cloud")
         self.bank, self.cfg = bank, cfg
         self.nt = balanced_tail_count(cfg.batch_size, cfg.na)  # real tail images per batch
         nf = bank.confusing.shape[1]
