@@ -443,6 +443,9 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
         phase1 = Classifier.from_store(st)
         check_combination(cfg.augment_name(), cfg.classifier, phase1.kind)
         val = split_features(st, "val", device) if "val" in st.splits else None
+        if val is None and cfg.eval_every:
+            console.warn(f"--eval-every {cfg.eval_every}: {store_path} has no validation split, so "
+                         "there is nothing to measure along the way (extract with validation images)")
         cfg = cfg.resolved(st.rows("train"), int(table["top"]) if table is not None else 3)
         clf, history, cfg = fit(st, table, phase1, cfg, device, val)
     summary = {}

@@ -112,7 +112,7 @@ def summary_markdown(result: dict[str, Any]) -> str:
              f"- classifier: {result['classifier']['kind']}"
              + ("" if tau is None else f", tau-normalised with tau = {tau['value']:g} "
                 f"({'chosen on val' if tau['mode'] == 'auto' else 'given'})"),
-             f"- {result['samples']} test images, {result['num_classes']} classes", "",
+             f"- {result['samples']} {result['on']} images, {result['num_classes']} classes", "",
              "| top-1 % | top-5 % | balanced % | ECE % |", "| ---: | ---: | ---: | ---: |",
              f"| {pct(result['top1'])} | {pct(result['top5'])} | "
              f"{pct(result['balanced_accuracy'])} | {pct(result['calibration']['ece'])} |", "",

@@ -303,6 +303,7 @@ def test_report_folder(tmp_path):
     rows = (report / "per_class.csv").read_text().splitlines()
     assert rows[0] == "index,name,train_count,test_count,split,fsa,accuracy" and len(rows) == 7
     assert "c\\|d" in (report / "summary.md").read_text()
+    assert "- 30 test images, 6 classes" in (report / "summary.md").read_text()
     assert (report / "confusion.csv").read_text().splitlines()[0].startswith("true\\predicted,0,1")
     again = CliRunner().invoke(app, ["evaluate", str(path), "--device", "cpu", "--report", str(report)])
     assert again.exit_code == 2 and "--force" in again.stderr
@@ -345,3 +346,12 @@ def test_plot_thresholds_default_to_fsa_defaults():
     from ltkit.augment import AugmentConfig
 
     assert (FeaturePlotConfig().tau_s, FeaturePlotConfig().tau_g) == (AugmentConfig().tau_s, AugmentConfig().tau_g)
+
+
+def test_report_names_the_split_it_measured(tmp_path):
+    path = make_store(tmp_path / "features.h5")
+    report = tmp_path / "report"
+    res = CliRunner().invoke(app, ["evaluate", str(path), "--device", "cpu", "--on", "val",
+                                   "--report", str(report)])
+    assert res.exit_code == 0, res.stderr
+    assert "- 18 val images, 6 classes" in (report / "summary.md").read_text()

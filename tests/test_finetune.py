@@ -333,3 +333,12 @@ def test_fsa_refuses_a_store_of_1x1_maps(tmp_path):
     other = run_cli("augment-finetune", str(table), "--augment", "none", "--iterations", "3",
                     "--batch-size", "32", "--device", "cpu", "--out", str(tmp_path / "n.pt"))
     assert other.exit_code == 0, other.stderr
+
+
+def test_eval_every_without_a_validation_split_warns(tmp_path):
+    store = make_store(tmp_path / "f.h5", val_per_class=0)
+    table = build_table(store, ConfusingConfig(head_ratio=0.8))
+    result = run_cli("augment-finetune", str(table), "--iterations", "4", "--batch-size", "32",
+                     "--eval-every", "2", "--device", "cpu", "--out", str(tmp_path / "c.pt"))
+    assert result.exit_code == 0, result.stderr
+    assert "--eval-every 2" in result.stderr and "no validation split" in result.stderr
