@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -175,11 +176,25 @@ def atomic_output(final: str | os.PathLike, suffix: str = ".partial") -> Iterato
         raise
 
 
+_SHA256_CACHE: dict[tuple, str] = {}
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+    """The file's SHA-256, hex. Remembered for the process, keyed by the file's identity and
+    its size and change times, so a stage that checks a 20 GB store's lineage several times
+    reads it once; a later write changes the key. Only a file unchanged for a few seconds is
+    remembered: file-system timestamps are coarse (a few ms), and two writes within one tick
+    would share a key."""
     with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key in _SHA256_CACHE:
+            return _SHA256_CACHE[key]
+        digest = hashlib.sha256()
         while block := fh.read(chunk):
             digest.update(block)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 2_000_000_000:
+        _SHA256_CACHE[key] = digest.hexdigest()
     return digest.hexdigest()
 
 

@@ -523,3 +523,22 @@ def test_a_folder_given_as_an_artifact_is_refused_in_one_line(stage, tmp_path):
     folder = tmp_path / "runs"
     folder.mkdir()
     assert_refused(run(stage, str(folder)), f"{folder} is a folder")
+
+
+def test_file_hashes_are_remembered_only_for_settled_unchanged_files(tmp_path, monkeypatch):
+    import time
+
+    import ltkit.artifacts as artifacts
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"a" * 1000)
+    remembered = lambda: any(k[1] == path.stat().st_ino for k in artifacts._SHA256_CACHE)  # noqa: E731
+    first = artifacts.file_sha256(path)
+    assert not remembered()  # just written: timestamps too close to trust
+    now = time.time_ns()
+    monkeypatch.setattr(artifacts.time, "time_ns", lambda: now + 10**10)  # ten seconds on
+    assert artifacts.file_sha256(path) == first and remembered()
+    time.sleep(0.05)  # past a file-system timestamp tick
+    with open(path, "r+b") as fh:  # same size, new content, in place: the change time moves
+        fh.write(b"z")
+    assert artifacts.file_sha256(path) != first
