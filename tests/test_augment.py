@@ -282,3 +282,20 @@ def test_iter_batches_prefetch_repeats_the_plain_draws_and_stops_its_thread(name
     assert not [t for t in threading.enumerate() if t.name.startswith("ltkit-draw")]
     for (x, y), (ex, ey) in zip(got, expected):
         assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_fewer_augmented_samples_than_confusing_classes_draw_distinct_classes_uniformly():
+    """Na = 2 of Nf = 3: "we sample Na images from its Nf confusing classes" — for each tail
+    image two distinct confusing classes, every one of the three equally often."""
+    bank = identifiable_bank()
+    d = make_augmenter("fsa", bank, AugmentConfig(batch_size=48, na=2, tau_s=TAU_S, tau_g=TAU_G)).draw(
+        torch.Generator().manual_seed(0), batches=400)
+    conf, tails = d["confusing_class"], bank.labels[d["tail"]]  # (Nt, 2), (Nt,)
+    assert bool((conf[:, 0] != conf[:, 1]).all())
+    for c in TAIL:
+        rows = conf[tails == c]
+        assert set(rows.flatten().tolist()) == set(CONFUSING[TAIL.index(c)])  # all three used
+        share = torch.bincount(rows.flatten(), minlength=10)[CONFUSING[TAIL.index(c)]].double() / len(rows)
+        assert torch.allclose(share, torch.full((3,), 2 / 3, dtype=torch.float64), atol=0.08), share
+    labels = bank.labels[d["confusing"]].view(-1, 2)  # each augmented row's image is of its class
+    assert torch.equal(labels, conf)

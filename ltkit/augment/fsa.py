@@ -3,9 +3,11 @@
 One batch (B = 2 * Nt * (1 + Na)):
 1. Nt real tail images (``tail_draw``: uniform over tail images, the literal "draw one sample
    from tail classes", or class-balanced over tail classes), a random view each;
-2. for each, Na augmented features. Slot j uses confusing class ``confusing[c, j mod Nf]`` of
-   the tail class c (Na = Nf: one per confusing class, as in Algorithm 1; Na < Nf: the Na most
-   confusing; Na > Nf: cycling), and one image u of that class, uniform within the class;
+2. for each, Na augmented features, each from one of the tail class c's Nf confusing classes
+   (Na = Nf: one per confusing class, as in Algorithm 1; Na < Nf: Na distinct ones drawn
+   uniformly for each tail image, the text's "we sample Na images from its Nf confusing
+   classes"; Na > Nf: slot j uses ``confusing[c, j mod Nf]``, every class alike), and one
+   image u of that class, uniform within the class;
    - class-specific locations of the tail image: CAM > tau_s (strict, as Eq. 2 / line 7),
    - class-generic locations of u: its own-label CAM < tau_g (strict, line 12),
    - gamma ~ U[0, 1) (``gamma_min`` > 0: U[gamma_min, 1), an option beside the paper);
@@ -101,8 +103,8 @@ class FeatureSpaceAugmenter:
                               "--augment none / cloud")
         self.bank, self.cfg = bank, cfg
         self.nt = balanced_tail_count(cfg.batch_size, cfg.na)  # real tail images per batch
-        nf = bank.confusing.shape[1]
-        self.slot_rank = torch.arange(cfg.na, device=bank.device) % nf  # (Na,) rank used by slot j
+        self.nf = bank.confusing.shape[1]
+        self.slot_rank = torch.arange(cfg.na, device=bank.device) % self.nf  # (Na,) Na >= Nf: slot j's rank
         self.slots = torch.arange(bank.spatial.num_locations, device=bank.device)[None]  # (1, L)
         self.specific = LocationTable(bank.cams, bank.nonzero, cfg.tau_s, "specific")
         self.generic = LocationTable(bank.cams, bank.nonzero, cfg.tau_g, "generic")
@@ -119,7 +121,10 @@ class FeatureSpaceAugmenter:
         tail = bank.draw_tail(nt, cfg.tail_draw, generator)  # (Nt,)
         tail_view = bank.draw_views(nt, generator)  # (Nt,)
         tail_cls = bank.labels[tail]  # (Nt,)
-        conf_cls = bank.confusing[bank.tail_row[tail_cls]][:, self.slot_rank]  # (Nt, Na)
+        ranks = self.slot_rank.expand(nt, na)  # (Nt, Na) confusing-class rank of each slot
+        if na < self.nf:  # Na of the Nf, distinct, uniform for each tail image
+            ranks = torch.rand(nt, self.nf, generator=generator, device=bank.device).argsort(1)[:, :na]
+        conf_cls = bank.confusing[bank.tail_row[tail_cls]].gather(1, ranks)  # (Nt, Na)
         conf = bank.draw_from_classes(conf_cls.flatten(), generator)  # (A,), A = Nt * Na
         conf_view = bank.draw_views(nt * na, generator)  # (A,)
         gamma = torch.rand(nt * na, generator=generator, device=bank.device)  # (A,) U[0, 1)
