@@ -136,5 +136,5 @@ def test_results_readme_headline_gains_the_gap_column_with_a_ceiling(tmp_path):
     results.update_readme(fig(80.0), ce100, fig(90.0), readme)
     text = readme.read_text()
     assert "| cRT | 86.00 ± 1.41 | 86.00 ± 1.41 | 60 % |" in text
-    assert "| ceiling: CE on the full balanced set | 90.00 | — | 100 % |" in text
+    assert "| ceiling: CE on the full balanced set | 90.00 | 90.00 | 100 % |" in text
     assert text.startswith("intro\n") and text.endswith("rest\n")
