@@ -28,7 +28,7 @@ table=$($LTKIT train-backbone --data "$DATA" --root "$ROOT" $DOWNLOAD --imbalanc
         | $LTKIT extract - --out "$RUNS/features.h5" \
         | $LTKIT confusing-classes - --out "$RUNS/table.pt")
 
-$LTKIT evaluate "$RUNS/features.h5" --quiet > "$RUNS/phase1.json"
+$LTKIT evaluate "$RUNS/features.h5" --table "$table" --quiet > "$RUNS/phase1.json"
 $LTKIT augment-finetune "$table" --augment fsa ${FINETUNE:-} --out "$RUNS/fsa.pt" \
     | $LTKIT evaluate - --quiet > "$RUNS/fsa.json"
 $LTKIT augment-finetune "$table" --classifier crt ${FINETUNE:-} --out "$RUNS/crt.pt" \

@@ -19,7 +19,7 @@ table=$($LTKIT train-backbone $DATA --epochs "$EPOCHS" --out "$RUNS/backbone.pt"
         | $LTKIT confusing-classes - --out "$RUNS/table.pt")
 
 # Phase II from the cache: every method takes seconds.
-$LTKIT evaluate "$RUNS/features.h5" --quiet > "$RUNS/phase1.json"
+$LTKIT evaluate "$RUNS/features.h5" --table "$table" --quiet > "$RUNS/phase1.json"  # tail: the table's
 runs=("$RUNS/phase1.json")
 for method in "fsa:--augment fsa" "none:--augment none" "crt:--classifier crt" \
               "lws:--classifier lws" "tau-norm:--classifier tau-norm" "ncm:--classifier ncm" \

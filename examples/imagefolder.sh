@@ -22,6 +22,6 @@ $LTKIT train-backbone --data imagefolder --root "$ROOT" --imbalance "${IMBALANCE
     | $LTKIT confusing-classes - --csv "$RUNS/confusing.csv" --out "$RUNS/table.pt" \
     | $LTKIT augment-finetune - --augment fsa ${FINETUNE:-} --out "$RUNS/fsa.pt" \
     | $LTKIT evaluate - --report "$RUNS/report" > "$RUNS/fsa.json"
-$LTKIT evaluate "$RUNS/features.h5" --quiet > "$RUNS/phase1.json"
+$LTKIT evaluate "$RUNS/features.h5" --table "$RUNS/table.pt" --quiet > "$RUNS/phase1.json"
 $LTKIT compare "$RUNS/phase1.json" "$RUNS/fsa.json"
 echo "report: $RUNS/report (per-class accuracy against training count, confusion matrix)" >&2

@@ -34,5 +34,5 @@ $RUN extract "$RUNS/backbone.pt" --workers "$WORKERS" --out "$RUNS/features.h5" 
 $LTKIT confusing-classes "$RUNS/features.h5" --out "$RUNS/table.pt" \
     | $LTKIT augment-finetune - --augment fsa ${FINETUNE:-} --resident-gib "${RESIDENT_GIB:-24}" --out "$RUNS/fsa.pt" \
     | $LTKIT evaluate - --quiet > "$RUNS/fsa.json"
-$LTKIT evaluate "$RUNS/features.h5" --quiet > "$RUNS/phase1.json"
+$LTKIT evaluate "$RUNS/features.h5" --table "$RUNS/table.pt" --quiet > "$RUNS/phase1.json"
 $LTKIT compare "$RUNS/phase1.json" "$RUNS/fsa.json"

@@ -41,6 +41,7 @@ def test_demo_pipeline_runs_and_compares_every_method(tmp_path):
     runs = tmp_path / "runs"
     for name in ("phase1", "fsa", "none", "crt", "lws", "tau-norm", "ncm", "cloud"):
         balanced(runs / f"{name}.json")
+        assert json.loads((runs / f"{name}.json").read_text())["fsa"]["tail"]["accuracy"] is not None
     assert "fsa" in done.stdout and "cloud" in done.stdout  # the compare table
     again = run_example("fashion_mnist_lt.sh", tmp_path, DATA=data, EPOCHS="1")
     assert "reus" in again.stderr  # every stage finds its artifact and says so
