@@ -196,7 +196,10 @@ def test_crt_default_schedule_is_ten_epochs_equivalent():
     cfg = FinetuneConfig(classifier="crt").resolved(num_train=1000, nf=3)
     assert (cfg.batch_size, cfg.iterations, cfg.lr, cfg.augment) == (512, 20, 0.2, "class-balanced")
     cfg = FinetuneConfig().resolved(num_train=1000, nf=2)
-    assert (cfg.batch_size, cfg.iterations, cfg.lr, cfg.na, cfg.augment) == (128, 6400, 0.001, 2, "fsa")
+    # Na = 2: 128 holds no whole 2*Nt*(1+Na) batch, so the default is the nearest that does
+    assert (cfg.batch_size, cfg.iterations, cfg.lr, cfg.na, cfg.augment) == (126, 6400, 0.001, 2, "fsa")
+    cfg = FinetuneConfig().resolved(num_train=1000, nf=3)
+    assert (cfg.batch_size, cfg.na) == (128, 3)  # the paper's batch, Na = Nf = 3
 
 
 def test_margin_logits_widen_only_the_target_angle():
