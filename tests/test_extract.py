@@ -297,3 +297,19 @@ def test_real_kills_resume_to_the_same_store(ckpt, reference, tmp_path):
     assert stdout == f"{out}\n" and "resuming" in err
     assert_same_datasets(out, reference)
     assert not Path(f"{out}.partial").exists() and not Path(f"{out}.partial.json").exists()
+
+
+def test_1x1_maps_warn_at_extract_and_fsa_refuses_them(tmp_path):
+    """torchvision's ResNet-18 on 16 px images ends in 1x1 maps: FSA has nothing to mix."""
+    runner = CliRunner()
+    ckpt, store = tmp_path / "b.pt", tmp_path / "f.h5"
+    trained = runner.invoke(app, ["train-backbone", "--data", "synthetic", "--num-classes", "3",
+                                  "--n-max", "12", "--imbalance", "2", "--val-per-class", "2",
+                                  "--epochs", "1", "--arch", "resnet18", "--image-size", "16",
+                                  "--device", "cpu", "--out", str(ckpt)])
+    assert trained.exit_code == 0, trained.stderr
+    extracted = runner.invoke(app, ["extract", str(ckpt), "--out", str(store), "--device", "cpu"])
+    assert extracted.exit_code == 0, extracted.stderr
+    assert "map 512x1x1" in extracted.stderr and "feature maps are 1x1" in extracted.stderr
+    refused = runner.invoke(app, ["augment-finetune", str(store), "--iterations", "2", "--device", "cpu"])
+    assert refused.exit_code == 2 and "1x1" in refused.stderr
