@@ -144,7 +144,7 @@ def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | No
         table = load_table(out)
         if csv_path is not None:  # the export of this very table; another file is never replaced
             csv_path = Path(csv_path).expanduser()
-            if not (csv_path.is_file() and _read(csv_path) == csv_text(table)):
+            if not (csv_path.is_file() and csv_path.read_bytes() == csv_text(table).encode()):
                 export_csv(table, check_output(csv_path, force))
         return out
     out = check_output(out, force)
@@ -245,15 +245,10 @@ def csv_text(table: dict[str, Any]) -> str:
     return text.getvalue()
 
 
-def _read(path: Path) -> str:
-    with open(path, newline="") as fh:
-        return fh.read()
-
-
 def export_csv(table: dict[str, Any], path: str | Path) -> Path:
     """The table as CSV, one row per (tail class, confusing class)."""
-    with atomic_output(path) as partial, open(partial, "w", newline="") as fh:
-        fh.write(csv_text(table))
+    with atomic_output(path) as partial:
+        partial.write_bytes(csv_text(table).encode())  # UTF-8, the csv module's line ends
     return Path(path)
 
 
