@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from ltkit import console
 from ltkit.artifacts import (check_output, file_sha256, make_lineage, option_diff, other_options,
                              resolve_input, reuse_existing)
-from ltkit.augment import (AUGMENTERS, AugmentConfig, iter_batches, make_augmenter,
-                           nearest_balanced_batch)
+from ltkit.augment import (AUGMENTERS, AugmentConfig, check_augmenter, iter_batches,
+                           make_augmenter, nearest_balanced_batch)
 from ltkit.augment.bank import VIEWS_SPLIT, FeatureBank, load_bank
 from ltkit.classifiers import (NCM_METRICS, TAU_GRID, Classifier, load_classifier, pick_tau,
                                save_classifier)
@@ -132,7 +132,7 @@ class FinetuneConfig:
         batch, na = self.batch_size or base["batch_size"], self.na or nf
         augmenter = AUGMENTERS.get(self.augment_name())
         if (self.batch_size is None and self.classifier not in TRAINING_FREE
-                and getattr(augmenter, "balanced_batches", False)):  # a default that fits Na
+                and augmenter.balanced_batches):  # a default that fits Na
             fitted = nearest_balanced_batch(batch, na)
             if fitted != batch:
                 console.log(f"batch size {fitted}: the default {batch} does not hold a whole "
@@ -384,7 +384,7 @@ def fit(st, table: dict[str, Any] | None, phase1: Classifier, cfg: FinetuneConfi
     if cfg.classifier == "ncm":
         return ncm_classifier(st, cfg.ncm_metric, cfg.views), [], cfg
     augmenter = AUGMENTERS.get(cfg.augment)
-    augmenter.check(cfg.augment_config())  # fail before loading any data
+    check_augmenter(augmenter, cfg.augment_config())  # fail before loading any data
     bank = load_bank(st, table, device=device, spatial=augmenter.needs_spatial,
                      use_views=cfg.views, resident_bytes=cfg.resident_gib * 2**30,
                      scratch_dir=cfg.scratch_dir)

@@ -81,10 +81,6 @@ class Augmenter(Protocol):
     needs_cosine: ClassVar[bool]    # its batches train a cosine classifier with an angular margin
     balanced_batches: ClassVar[bool]  # its batches are Algorithm 1's 2 * Nt * (1 + Na) samples
 
-    @classmethod
-    def check(cls, cfg: AugmentConfig) -> None:
-        """ConfigError when ``cfg`` cannot work (e.g. the batch size), before any data is read."""
-
     def __init__(self, bank: FeatureBank, cfg: AugmentConfig) -> None: ...
 
     def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,11 +138,18 @@ def nearest_balanced_batch(batch_size: int, na: int) -> int:
     return max(unit, unit * round(batch_size / unit - 1e-9))
 
 
+def check_augmenter(cls: type[Augmenter], cfg: AugmentConfig) -> None:
+    """ConfigError when ``cfg`` cannot work for the augmenter class ``cls`` (its batch size),
+    before any data is read."""
+    if cls.balanced_batches:
+        balanced_tail_count(cfg.batch_size, cfg.na)
+
+
 def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig) -> Augmenter:
     """The registered augmenter ``name``, built on ``bank``."""
     cls = AUGMENTERS.get(name)
     cfg.validate()
-    cls.check(cfg)
+    check_augmenter(cls, cfg)
     if cls.needs_spatial and not bank.has_spatial:
         raise ConfigError(f"augmenter {name!r} needs the spatial feature maps and CAMs of the "
                           "training split; build the bank with spatial=True from a store that "
@@ -158,4 +161,5 @@ def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig) -> Augmente
 from ltkit.augment import balanced, cloud, fsa, none  # noqa: E402,F401
 
 __all__ = ["AUGMENTERS", "AugmentConfig", "Augmenter", "FeatureBank", "TensorSpatial",
-           "bank_from_tensors", "balanced_tail_count", "nearest_balanced_batch", "make_augmenter"]
+           "bank_from_tensors", "balanced_tail_count", "check_augmenter", "nearest_balanced_batch",
+           "make_augmenter"]

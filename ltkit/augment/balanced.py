@@ -18,10 +18,6 @@ class ClassBalanced:
     needs_cosine = False
     balanced_batches = False
 
-    @classmethod
-    def check(cls, cfg: AugmentConfig) -> None:
-        pass  # any batch size works
-
     def __init__(self, bank: FeatureBank, cfg: AugmentConfig):
         self.bank, self.cfg = bank, cfg
         self.classes = torch.nonzero(bank.class_counts > 0).flatten()  # (K',) classes with images

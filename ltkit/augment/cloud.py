@@ -96,10 +96,6 @@ class FeatureCloud:
     needs_cosine = True
     balanced_batches = True
 
-    @classmethod
-    def check(cls, cfg: AugmentConfig) -> None:
-        balanced_tail_count(cfg.batch_size, cfg.na)
-
     def __init__(self, bank: FeatureBank, cfg: AugmentConfig):
         self.bank, self.cfg = bank, cfg
         self.nt = balanced_tail_count(cfg.batch_size, cfg.na)

@@ -89,10 +89,6 @@ class FeatureSpaceAugmenter:
     needs_cosine = False
     balanced_batches = True
 
-    @classmethod
-    def check(cls, cfg: AugmentConfig) -> None:
-        balanced_tail_count(cfg.batch_size, cfg.na)
-
     def __init__(self, bank: FeatureBank, cfg: AugmentConfig):
         if bank.spatial.num_locations < 2:  # nothing to mix: a draw would copy one image's vector
             raise ConfigError("the store's feature maps are 1x1: FSA mixes the class-specific and "

@@ -19,10 +19,6 @@ class NoAugmentation:
     needs_cosine = False
     balanced_batches = True
 
-    @classmethod
-    def check(cls, cfg: AugmentConfig) -> None:
-        balanced_tail_count(cfg.batch_size, cfg.na)
-
     def __init__(self, bank: FeatureBank, cfg: AugmentConfig):
         self.bank, self.cfg = bank, cfg
         self.half = balanced_tail_count(cfg.batch_size, cfg.na) * (1 + cfg.na)  # Nt(1+Na)
