@@ -258,6 +258,10 @@ def _data_parts(cfg: ExtractConfig, info: dict[str, Any]):
         parts.append(_Part("val", splits.val, {"labels": np.asarray(splits.val_labels, np.int64),
                                                "source_index": index(splits.val_indices, len(splits.val_labels))},
                            "val" in spatial))
+    if splits.bound is not None:  # balanced held-out images for the classification bound
+        parts.append(_Part("bound", splits.bound, {"labels": np.asarray(splits.bound_labels, np.int64),
+                                                   "source_index": np.asarray(splits.bound_indices, np.int64)},
+                           "bound" in spatial))
     parts.append(_Part("test", splits.test, {"labels": np.asarray(splits.test_labels, np.int64),
                                              "source_index": index(None, len(splits.test_labels))}, "test" in spatial))
     if cfg.train_views:

@@ -30,7 +30,7 @@ from ltkit.errors import StoreError
 
 SCHEMA = "ltkit-feature-store"
 SCHEMA_VERSION = 1
-SPLITS = ("train", "val", "test")  # top-level splits; train and test are required
+SPLITS = ("train", "val", "test", "bound")  # top-level splits; train and test are required
 VIEWS = "train/views"  # augmented training views: a split of V * N rows, view-major
 COMPRESSIONS = ("none", "lzf", "gzip")
 JSON_ATTRS = ("dataset", "options", "lineage")  # root attributes stored as JSON text

@@ -248,9 +248,11 @@ def _option_diff(ckpt: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """Options (that change the result) on which a checkpoint differs from ``cfg``."""
     saved = {k: v for k, v in ckpt.get("config", {}).items() if k not in _RESUME_FREE}
     wanted = {k: v for k, v in cfg.as_dict().items() if k not in _RESUME_FREE}
-    if wanted["data"]["root"] is None and isinstance(saved.get("data"), dict):
-        # no --root asks for the source's default folder, which the checkpoint records by name
-        saved["data"] = {**saved["data"], "root": None}
+    if isinstance(saved.get("data"), dict):  # spec fields added since the checkpoint: their defaults
+        saved["data"] = {**dataclasses.asdict(DatasetSpec(name="")), **saved["data"]}
+        if wanted["data"]["root"] is None:
+            # no --root asks for the source's default folder, which the checkpoint records by name
+            saved["data"]["root"] = None
     return sorted(k for k in wanted if saved.get(k, _DEFAULTS.get(k)) != wanted[k])
 
 

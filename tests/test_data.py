@@ -271,3 +271,22 @@ def test_real_fashion_mnist_if100():
     assert splits.train_counts == [5980, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
     assert len(splits.val) == 200 and len(splits.test) == 10000
     assert np.bincount(splits.test_labels).tolist() == [1000] * 10
+
+
+def test_bound_split_is_balanced_and_disjoint_from_train_and_val():
+    from ltkit.data.profile import select_long_tail
+
+    # class 0 keeps all 30 images (the head of the profile): its bound and val come out of them
+    labels = np.repeat(np.arange(3), 30)
+    sel = select_long_tail(labels, [30, 12, 5], val_per_class=4, bound_per_class=6, seed=0)
+    assert np.bincount(labels[sel.bound], minlength=3).tolist() == [6, 6, 6]
+    assert np.bincount(labels[sel.val], minlength=3).tolist() == [4, 4, 4]
+    assert sel.train_counts == [20, 12, 5]  # only the head, whose pool is short, trains on fewer
+    parts = [set(sel.train.tolist()), set(sel.val.tolist()), set(sel.bound.tolist())]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    # a bound never moves the validation split or the other classes' training images
+    plain = select_long_tail(labels, [30, 12, 5], val_per_class=4, seed=0)
+    assert np.array_equal(plain.val, sel.val)
+    assert np.array_equal(plain.train[26:], sel.train[20:])  # plain: the head trains on 30 - 4
+    with pytest.raises(ConfigError, match="leaves none to train on"):
+        select_long_tail(labels, [30, 12, 5], val_per_class=10, bound_per_class=20, seed=0)

@@ -22,6 +22,7 @@ Imbalance = Annotated[float, typer.Option("--imbalance", help="Imbalance factor 
 Profile = Annotated[str, typer.Option("--profile", help="Long-tail profile: exp (LDAM-DRW) or step.")]
 Counts = Annotated[Optional[str], typer.Option("--counts", help="Explicit per-class training counts, e.g. 4000,2000,...; overrides --imbalance/--profile.")]
 ValPerClass = Annotated[int, typer.Option("--val-per-class", min=0, help="Validation images per class, never trained on (0: none).")]
+BoundPerClass = Annotated[int, typer.Option("--bound-per-class", min=0, help="Balanced 'bound' images per class held out of training like validation, for the classification bound (0: none).")]
 Download = Annotated[bool, typer.Option("--download", help="Fetch CIFAR / Fashion-MNIST into --root first (needs the network).")]
 TrainList = Annotated[Optional[str], typer.Option("--train-list", help="imagefolder: list file 'relative/path label' per line (ImageNet-LT format).")]
 ValList = Annotated[Optional[str], typer.Option("--val-list", help="imagefolder: the data set's own validation list file.")]
@@ -32,9 +33,10 @@ NMax = Annotated[int, typer.Option("--n-max", help="synthetic only: images per c
 
 
 def make_spec(data: str, root, imbalance, profile, counts, val_per_class, download, train_list,
-              val_list, test_list, image_size, num_classes, n_max) -> DatasetSpec:
+              val_list, test_list, image_size, num_classes, n_max, bound_per_class=0) -> DatasetSpec:
     return DatasetSpec(name=data, root=root, imbalance=imbalance, profile=profile,
                        counts=parse_int_list(counts, "--counts"), val_per_class=val_per_class,
+                       bound_per_class=bound_per_class,
                        download=download, train_list=train_list, val_list=val_list,
                        test_list=test_list, image_size=image_size, num_classes=num_classes,
                        n_max=n_max)
@@ -48,6 +50,7 @@ def train_backbone_cmd(
     profile: Profile = "exp",
     counts: Counts = None,
     val_per_class: ValPerClass = 20,
+    bound_per_class: BoundPerClass = 0,
     download: Download = False,
     train_list: TrainList = None,
     val_list: ValList = None,
@@ -109,7 +112,8 @@ def train_backbone_cmd(
 
     def run() -> Path:
         spec = make_spec(data, root, imbalance, profile, counts, val_per_class, download,
-                         train_list, val_list, test_list, image_size, num_classes, n_max)
+                         train_list, val_list, test_list, image_size, num_classes, n_max,
+                         bound_per_class)
         cfg = TrainConfig(data=spec, arch=arch, head=head, pretrained=pretrained, loss=loss,
                           focal_gamma=focal_gamma, cb_beta=cb_beta, ldam_max_m=ldam_max_m,
                           ldam_s=ldam_s, la_tau=la_tau, drw_epoch=drw_epoch, augment=augment, sampler=sampler,

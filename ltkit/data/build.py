@@ -38,8 +38,11 @@ def build_splits(spec: DatasetSpec, *, train_augment: bool = True) -> Splits:
     sizes = np.bincount(labels, minlength=len(names)).tolist()
     counts = resolve_counts(sizes, names, imbalance=spec.imbalance, profile=spec.profile, counts=spec.counts)
     carve = spec.val_per_class if source.own_val is None else 0  # an own val split is used as it is
-    selection = select_long_tail(labels, counts, val_per_class=carve, seed=spec.selection_seed,
-                                 class_names=names)
+    if spec.bound_per_class and source.own_val is not None:
+        raise ConfigError("a bound split is carved from the training images the profile left out; "
+                          "this data set brings its own validation split: drop --bound-per-class")
+    selection = select_long_tail(labels, counts, val_per_class=carve, bound_per_class=spec.bound_per_class,
+                                 seed=spec.selection_seed, class_names=names)
 
     train_tf = make_transform(source, train=train_augment)
     eval_tf = make_transform(source, train=False)
@@ -65,4 +68,7 @@ def build_splits(spec: DatasetSpec, *, train_augment: bool = True) -> Splits:
         test_labels=source.test.labels,
         mean=source.mean,
         std=source.std,
+        bound=None if selection.bound is None else source.train.dataset(selection.bound, eval_tf),
+        bound_indices=selection.bound,
+        bound_labels=None if selection.bound is None else labels[selection.bound],
     )

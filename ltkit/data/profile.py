@@ -17,6 +17,12 @@ untouched. A class that left out fewer than N images (the head class, which keep
 images) gives the missing ones from the end of its kept list and trains on that many fewer;
 `Selection.train_counts` are the true training counts. With N = 0 there is no validation
 split and the training subset is exactly the published one.
+
+Bound: B = bound_per_class images of each class are taken the same way, just before the
+validation images (``idx[m - N - B : m - N]``), for the empirical classification bound
+(a head trained on a balanced split the backbone never saw). Only a class whose left-out pool
+is shorter than N + B (under LDAM-DRW the head class, which keeps all its images) trains on
+fewer images; every split stays disjoint from the others.
 """
 
 from __future__ import annotations
@@ -90,27 +96,33 @@ class Selection:
     train: np.ndarray  # (N,) int64, the images trained on (published minus any val taken from it)
     val: np.ndarray | None  # (K * val_per_class,) int64, class by class; None when val_per_class is 0
     train_counts: list[int]  # images per class in `train`
+    bound: np.ndarray | None = None  # (K * bound_per_class,) int64, class by class; None when bound_per_class is 0
 
 
 def select_long_tail(labels: np.ndarray, counts: list[int], *, val_per_class: int = 0,
-                     seed: int = 0, class_names: list[str] | None = None) -> Selection:
-    """LDAM-DRW's kept subset of `labels` (N,) for `counts`, plus a validation split (docstring above)."""
+                     bound_per_class: int = 0, seed: int = 0,
+                     class_names: list[str] | None = None) -> Selection:
+    """LDAM-DRW's kept subset of `labels` (N,) for `counts`, plus validation and bound splits
+    (docstring above)."""
     rng = np.random.RandomState(seed)
-    published, train, val, train_counts = [], [], [], []
+    held = val_per_class + bound_per_class  # images per class never trained on
+    published, train, val, bound, train_counts = [], [], [], [], []
     for c, n in enumerate(counts):
         idx = np.where(labels == c)[0]  # (m,) rows of class c, in source order
         rng.shuffle(idx)  # same draws as LDAM-DRW: every class is shuffled, in class order
         m = len(idx)
-        if val_per_class >= m:
+        if held >= m:
             name = class_names[c] if class_names else str(c)
-            raise ConfigError(f"class {name!r} has {m} training images; val_per_class {val_per_class} "
-                              "leaves none to train on; lower --val-per-class")
+            bound = f" with bound_per_class {bound_per_class}" if bound_per_class else ""
+            raise ConfigError(f"class {name!r} has {m} training images; val_per_class {val_per_class}"
+                              f"{bound} leaves none to train on; lower --val-per-class")
         published.append(idx[:n])
-        n_train = min(n, m - val_per_class)  # the head class gives up images it would have kept
+        n_train = min(n, m - held)  # the head class gives up images it would have kept
         train.append(idx[:n_train])
         train_counts.append(int(n_train))
-        if val_per_class:
-            val.append(idx[m - val_per_class:])
+        val.append(idx[m - val_per_class:])
+        bound.append(idx[m - held:m - val_per_class])
     as_index = lambda parts: np.concatenate(parts).astype(np.int64)  # noqa: E731
     return Selection(published=as_index(published), train=as_index(train),
-                     val=as_index(val) if val_per_class else None, train_counts=train_counts)
+                     val=as_index(val) if val_per_class else None, train_counts=train_counts,
+                     bound=as_index(bound) if bound_per_class else None)

@@ -28,6 +28,7 @@ class DatasetSpec:
     profile: str = "exp"  # exp: counts fall exponentially with the class index; step: half the classes at n_max, half at n_max / imbalance
     counts: list[int] | None = None  # explicit per-class training counts; overrides imbalance and profile
     val_per_class: int = 20  # validation images per class, taken from images the profile left out; 0: no validation split
+    bound_per_class: int = 0  # balanced 'bound' split: images per class held out of training like val (docs/phase2.md); 0: none
     download: bool = False  # fetch the files into `root` with torchvision first (cifar, fashion-mnist)
     train_list: str | None = None  # imagefolder: list file of "relative/path.jpg label" lines (ImageNet-LT format)
     val_list: str | None = None  # imagefolder: list file of the data set's own validation split
@@ -59,6 +60,9 @@ class Splits:
     val_indices: np.ndarray | None = None  # (V,) int64 source training indices of val; None: own val split or none
     val_labels: np.ndarray | None = None  # (V,) int64
     test_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (M,) int64
+    bound: Dataset | None = None  # balanced held-out split for the classification bound; None: bound_per_class 0
+    bound_indices: np.ndarray | None = None  # (B,) int64 source training indices of bound
+    bound_labels: np.ndarray | None = None  # (B,) int64
     mean: tuple[float, ...] = ()  # normalisation applied to every split
     std: tuple[float, ...] = ()
 
@@ -91,8 +95,9 @@ def check_spec(spec: DatasetSpec) -> None:
         bad = [c for c in spec.counts if c <= 0]
         if bad or not spec.counts:
             raise ConfigError(f"counts must be positive integers, one per class; got {spec.counts}")
-    if spec.val_per_class < 0:
-        raise ConfigError(f"val_per_class must be >= 0, got {spec.val_per_class}")
+    for name in ("val_per_class", "bound_per_class"):
+        if not isinstance(getattr(spec, name), int) or getattr(spec, name) < 0:
+            raise ConfigError(f"{name} must be a whole number >= 0, got {getattr(spec, name)!r}")
     if spec.image_size is not None and spec.image_size < 8:
         raise ConfigError(f"image_size must be at least 8 pixels, got {spec.image_size}")
     if spec.channels not in (None, 1, 3):
