@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from ltkit import console
-from ltkit.artifacts import (atomic_output, check_output, file_sha256, load_torch_artifact,
-                             make_lineage, option_diff, other_options, resolve_input, reuse_existing,
+from ltkit.artifacts import (atomic_output, check_output, distinct_outputs, earlier_artifact, file_sha256,
+                             load_torch_artifact, make_lineage, option_diff, other_options, resolve_input, reuse_existing,
                              save_torch_artifact, versions)
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 
@@ -139,16 +139,21 @@ def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | No
     cfg.validate()
     store_path = resolve_input(store)
     out = Path(out or default_table_path(store_path)).expanduser()
+    distinct_outputs(out=out, csv=csv_path)
     if reuse_existing(out, force, lambda p: _table_differs(load_table(p), store_path, cfg)):
         console.log(f"{out} exists with the same options: reusing it (--force to rebuild)")
         table = load_table(out)
         if csv_path is not None:  # the export of this very table; another file is never replaced
             csv_path = Path(csv_path).expanduser()
             if not (csv_path.is_file() and csv_path.read_bytes() == csv_text(table).encode()):
-                export_csv(table, check_output(csv_path, force))
+                export_csv(table, check_output(csv_path, force, inputs=[store_path, out],
+                                               replaces=_earlier_csv, kind="table CSV export"))
         return out
-    out = check_output(out, force)
-    csv_path = check_output(csv_path, force) if csv_path is not None else None
+    out = check_output(out, force, inputs=[store_path], replaces=earlier_artifact(FORMAT),
+                       kind="confusing-class table")
+    if csv_path is not None:
+        csv_path = check_output(csv_path, force, inputs=[store_path], replaces=_earlier_csv,
+                                kind="table CSV export")
     table = write_table(store_path, cfg, out)
     if csv_path is not None:
         export_csv(table, csv_path)
@@ -223,15 +228,17 @@ def table_store_path(table: dict[str, Any], *, verify: bool = True) -> Path:
     return path
 
 
+CSV_FIELDS = ("tail_class", "tail_name", "tail_count", "rank", "confusing_class", "confusing_name", "score")
+
+
 def table_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (tail class, rank): the long form of the table (CSV, display)."""
     names, counts = table["class_names"], table["train_counts"]
     rows = []
     for i, c in enumerate(table["tail_classes"].tolist()):
         for rank, (u, s) in enumerate(zip(table["confusing"][i].tolist(), table["scores"][i].tolist())):
-            rows.append({"tail_class": c, "tail_name": names[c], "tail_count": int(counts[c]),
-                         "rank": rank + 1, "confusing_class": u, "confusing_name": names[u],
-                         "score": s})
+            values = (c, names[c], int(counts[c]), rank + 1, u, names[u], s)
+            rows.append(dict(zip(CSV_FIELDS, values)))
     return rows
 
 
@@ -239,10 +246,19 @@ def csv_text(table: dict[str, Any]) -> str:
     """The table as CSV text, one row per (tail class, confusing class)."""
     rows = table_rows(table)
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
     return text.getvalue()
+
+
+def _earlier_csv(path: Path) -> bool:
+    """True when ``path`` is an earlier CSV export of a table (its header line is ours)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return fh.readline().rstrip("\r\n") == ",".join(CSV_FIELDS)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def export_csv(table: dict[str, Any], path: str | Path) -> Path:

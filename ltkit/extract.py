@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ltkit import __version__, console
-from ltkit.artifacts import (check_output, reuse_existing, commit_partial, file_sha256, make_lineage,
+from ltkit.artifacts import (check_not_input, check_output, reuse_existing, commit_partial, file_sha256, make_lineage,
                              option_diff, other_options, partial_path, resolve_input,
                              write_failure)
 from ltkit import distributed
@@ -38,7 +38,7 @@ from ltkit.checkpoint import load_backbone
 from ltkit.classifiers import Classifier
 from ltkit.data import build_splits, spec_from_dict
 from ltkit.device import seed_everything
-from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
+from ltkit.errors import ArtifactError, ConfigError, DataError, LtkitError, StoreError
 from ltkit.store import (COMPRESSIONS, SPLITS, VIEWS, StoreLayout, StoreWriter, create_store,
                          open_store, pack_store)
 
@@ -277,6 +277,15 @@ def _data_parts(cfg: ExtractConfig, info: dict[str, Any]):
     return spec, parts, [int(c) for c in splits.train_counts]
 
 
+def _earlier_store(path: Path) -> bool:
+    """True when ``path`` is an ltkit feature store (complete or not), which --force may replace."""
+    try:
+        with open_store(path, allow_incomplete=True):
+            return True
+    except LtkitError:
+        return False
+
+
 def _phase1_classifier(model: torch.nn.Module) -> Classifier:
     fc = model.fc
     scale = getattr(fc, "scale", None)
@@ -421,12 +430,15 @@ def extract(cfg: ExtractConfig, *, force: bool = False) -> Path:
     cfg.validate()
     ckpt = resolve_input(cfg.checkpoint)
     out = Path(cfg.out).expanduser() if cfg.out else ckpt.with_suffix(".h5")
+    check_not_input(out, [ckpt])  # before any work or log line
+    if force:
+        check_output(out, force, replaces=_earlier_store, kind="feature store")
     with distributed.session(cfg.device) as ctx:
         if not ctx.active:
             return _extract_to(cfg, ckpt, out, ctx.device, force=force)
         if not ctx.is_main:
             console.configure(quiet=True)
-        check_output(out, force)
+        check_output(out, force, inputs=[ckpt], replaces=_earlier_store, kind="feature store")
         shards = [out.with_name(f"{out.name}.shard{r}-of-{ctx.world_size}")
                   for r in range(ctx.world_size)]
         _extract_to(cfg, ckpt, shards[ctx.rank], ctx.device, force=force,
@@ -513,7 +525,7 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
     if reuse_existing(out, force, differs):  # a rerun, or a shard finished before a crash
         console.log(f"{out} exists with the same options: reusing it (--force to extract again)")
         return out
-    check_output(out, force)
+    check_output(out, force, inputs=[ckpt], replaces=_earlier_store, kind="feature store")
     layout = StoreLayout(c, h, w, len(info["class_names"]), {p.name: p.rows for p in parts}, tuple(spatial))
     attrs = {"class_names": list(info["class_names"]), "train_counts": train_counts,
              "num_classes": len(info["class_names"]), "feature_shape": [c, h, w], "arch": info["arch"],
@@ -533,7 +545,8 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
     # 3. create or resume, 4. the pass, 5. verify, compress, rename
     lock = out.with_name(out.name + ".partial.lock")
     with _exclusive(lock, out):
-        check_output(out, force)  # again, under the lock: another run may have just finished it
+        # again, under the lock: another run may have just finished it
+        check_output(out, force, inputs=[ckpt], replaces=_earlier_store, kind="feature store")
         progress = _open_or_create(partial, record_path, options, parts, force, create)
         _run_parts(partial, parts, progress, model, clf, cfg, device, precision)
         _verify(partial, parts, progress, clf.cpu())

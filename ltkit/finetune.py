@@ -42,11 +42,12 @@ import torch
 import torch.nn.functional as F
 
 from ltkit import console
-from ltkit.artifacts import (check_output, file_sha256, make_lineage, option_diff, other_options,
+from ltkit.artifacts import (check_output, earlier_artifact, file_sha256, make_lineage, option_diff, other_options,
                              resolve_input, reuse_existing)
 from ltkit.augment import (AUGMENTERS, AugmentConfig, check_augmenter, iter_batches,
                            make_augmenter, nearest_balanced_batch)
 from ltkit.augment.bank import VIEWS_SPLIT, FeatureBank, load_bank
+from ltkit.classifiers import FORMAT as CLASSIFIER_FORMAT
 from ltkit.classifiers import (NCM_METRICS, TAU_GRID, Classifier, load_classifier, pick_tau,
                                save_classifier)
 from ltkit.confusing import load_table, table_for_store, table_store_path
@@ -430,7 +431,8 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
     if reuse_existing(out, force, lambda p: _request_differs(p, request, parents)):
         console.log(f"{out} exists with the same options: reusing it (--force to fine-tune again)")
         return out.expanduser()
-    out = check_output(out, force)
+    out = check_output(out, force, inputs=[src for src in (store_path, table_path) if src],
+                       replaces=earlier_artifact(CLASSIFIER_FORMAT), kind="classifier")
     device = resolve_device(cfg.device)
     with open_store(store_path) as st:
         if table is not None and list(table["class_names"]) != list(st.class_names):

@@ -28,6 +28,9 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
            "#17becf", "#bcbd22", "#7f7f7f")  # one colour per plotted class (tab10)
 
 
+SOFTWARE = "ltkit"  # the PNG Software entry that marks a plot as ours (--force may replace it)
+
+
 def short(name: str, width: int = 18, index: int | None = None) -> str:
     """A label of at most `width` characters; the middle goes, since names often share a prefix."""
     if not name.strip() and index is not None:
@@ -42,8 +45,18 @@ def save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     FigureCanvasAgg(fig)
     with atomic_output(path) as partial:
-        fig.savefig(partial, format="png", dpi=DPI, bbox_inches="tight")
+        fig.savefig(partial, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": SOFTWARE})
     return path
+
+
+def is_ltkit_png(path: Path) -> bool:
+    """True when ``path`` is a PNG that ltkit drew (its Software text chunk, near the start)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and SOFTWARE.encode() in head
 
 
 def plot_per_class_accuracy(per_class: list[dict[str, Any]], thresholds: dict[str, int],
@@ -254,7 +267,8 @@ def plot_features(store: str | Path, out: str | Path | None, cfg: FeaturePlotCon
 
     cfg.validate()
     path = resolve_input(store)
-    out = check_output(out or path.with_name(path.stem + ".features.png"), force)
+    out = check_output(out or path.with_name(path.stem + ".features.png"), force, inputs=[path],
+                       replaces=is_ltkit_png, kind="ltkit plot")
     with open_store(path) as st:
         if cfg.split not in st.splits:
             raise DataError(f"the store has no {cfg.split!r} split (it has "

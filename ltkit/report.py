@@ -1,8 +1,11 @@
 """What a human reads of an evaluation: the stderr summary and the ``--report DIR`` folder.
 
 The folder holds ``metrics.json`` (the same object evaluate prints), ``per_class.csv``,
-``confusion.csv``, ``summary.md`` and three PNG plots. It is written as ``DIR.partial`` and
-renamed into place when complete; file names are fixed, never built from class names.
+``confusion.csv``, ``summary.md``, three PNG plots and the marker file ``.ltkit-report``. It is
+written as ``DIR.partial`` and renamed into place when complete; file names are fixed, never
+built from class names. ``--force`` replaces only a folder that is provably an earlier report:
+it holds the marker and nothing but these files. The current folder, a folder above it, and a
+folder holding an input are never replaced.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import csv
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltkit import console
-from ltkit.artifacts import check_output
+from ltkit.artifacts import check_name
+from ltkit.errors import ArtifactError
 from ltkit.evaluate import Evaluation
 from ltkit.metrics import GROUPS
 from ltkit.plots import plot_confusion, plot_per_class_accuracy, plot_reliability
@@ -27,6 +32,8 @@ SUMMARY_SPLITS = ("all", *GROUPS)
 PLOTS = {"per_class_accuracy.png": "Per-class accuracy against training count",
          "confusion_matrix.png": "Confusion matrix",
          "reliability.png": "Reliability diagram"}
+MARKER = ".ltkit-report"  # written first, so a crashed report's partial folder is recognisable too
+REPORT_FILES = frozenset({MARKER, "metrics.json", "per_class.csv", "confusion.csv", "summary.md", *PLOTS})
 
 
 def pct(value: float | None) -> str:
@@ -149,14 +156,58 @@ def write_per_class_csv(result: dict[str, Any], path: Path) -> None:
             writer.writerow({f: "" if row[f] is None else row[f] for f in fields})
 
 
-def write_report(evaluation: Evaluation, out_dir: str | Path, *, force: bool = False) -> Path:
-    """Write the report folder atomically; an existing one is replaced only with `force`."""
-    final = check_output(out_dir, force)
+def is_report(folder: Path) -> bool:
+    """True when ``folder`` is provably an ltkit report: a real folder (not a link) holding the
+    marker and nothing but the report's own plain files."""
+    try:
+        if folder.is_symlink() or not folder.is_dir() or not (folder / MARKER).is_file():
+            return False
+        return all(entry.name in REPORT_FILES and stat.S_ISREG(entry.lstat().st_mode)
+                   for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def check_report_dir(out_dir: str | Path, force: bool, inputs: tuple[str | Path | None, ...] = ()) -> Path:
+    """The report folder, checked so that writing it can destroy nothing but an earlier report."""
+    final = Path(out_dir).expanduser()
+    check_name(final, reserve=len(".partial"))
+    where = final.resolve()
+    here = Path.cwd().resolve()
+    if where == here or where in here.parents:
+        raise ArtifactError(f"--report {out_dir} is the current folder or one above it; give a new "
+                            "folder for the report (e.g. --report report)")
+    for source in inputs:
+        if source is not None and where in (Path(source).resolve(), *Path(source).resolve().parents):
+            raise ArtifactError(f"--report {out_dir} holds this evaluation's input {source}; give a new "
+                                "folder for the report")
+    if final.exists() or final.is_symlink():
+        if not force:
+            raise ArtifactError(f"{final} already exists; choose another --report or pass --force to "
+                                "replace it")
+        if not is_report(final):
+            raise ArtifactError(f"{final} exists and is not an earlier ltkit report (its marker {MARKER} "
+                                "is missing, or it holds other files); --force only replaces a report: "
+                                "choose another --report")
     partial = final.with_name(final.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # a crashed earlier attempt
+    if (partial.exists() or partial.is_symlink()) and not is_report(partial):
+        raise ArtifactError(f"{partial} exists and is not an unfinished ltkit report; move it away, or "
+                            "choose another --report")
+    return final
+
+
+def write_report(evaluation: Evaluation, out_dir: str | Path, *, force: bool = False) -> Path:
+    """Write the report folder atomically; an existing one is replaced only with `force`, and
+    only when it is an earlier report (see `check_report_dir`)."""
+    result = evaluation.result
+    inputs = (result["source"]["path"], result["store"]["path"], (result.get("table") or {}).get("path"))
+    final = check_report_dir(out_dir, force, inputs)
+    partial = final.with_name(final.name + ".partial")
+    if partial.exists():  # a crashed earlier attempt, provably a report (checked above)
+        shutil.rmtree(partial)
     partial.mkdir(parents=True)
     try:
-        result = evaluation.result
+        (partial / MARKER).write_text(f"ltkit evaluation report, format {result.get('format_version', 1)}\n")
         (partial / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=False))
         write_per_class_csv(result, partial / "per_class.csv")
         with open(partial / "confusion.csv", "w", newline="") as fh:  # row: true, column: predicted
@@ -173,7 +224,8 @@ def write_report(evaluation: Evaluation, out_dir: str | Path, *, force: bool = F
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if final.exists():  # only reachable with force
-        shutil.rmtree(final) if final.is_dir() else final.unlink()
+    if final.exists():  # only reachable with force, and only for an earlier report
+        check_report_dir(final, force, inputs)  # again, right before: it may have changed meanwhile
+        shutil.rmtree(final)
     os.replace(partial, final)
     return final

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ltkit import console
-from ltkit.artifacts import (atomic_output, check_output, load_torch_artifact, make_lineage,
+from ltkit.artifacts import (atomic_output, check_output, earlier_artifact, load_torch_artifact, make_lineage,
                              other_options, partial_path, reuse_existing, versions)
 from ltkit.checkpoint import FORMAT, FORMAT_VERSION
 from ltkit.data import DatasetSpec, build_splits
@@ -293,7 +293,8 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
         return out
     partial = partial_path(out)
     if ctx.is_main:
-        check_output(out, force=True)
+        check_output(out, force, inputs=[cfg.pretrained], replaces=earlier_artifact(FORMAT),
+                     kind="backbone checkpoint")
         if force or not resume:
             partial.unlink(missing_ok=True)
     ctx.barrier()

@@ -129,6 +129,10 @@ def test_a_reused_table_never_replaces_another_csv_without_force(store_path, tmp
     refused = run_cli(*args)
     assert refused.exit_code == 2 and "--force" in refused.stderr
     assert csv_file.read_text() == "someone else's file\n"
+    forced = run_cli(*args, "--force")  # --force replaces only an earlier export (issue 19)
+    assert forced.exit_code == 2 and "not an earlier table CSV export" in forced.stderr
+    assert csv_file.read_text() == "someone else's file\n"
+    csv_file.write_text(written.splitlines()[0] + "\n")  # an earlier export (its header): replaced
     assert run_cli(*args, "--force").exit_code == 0 and csv_file.read_text() == written
 
 

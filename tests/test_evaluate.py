@@ -293,7 +293,7 @@ def test_report_folder(tmp_path):
     res = CliRunner().invoke(app, ["evaluate", str(path), "--device", "cpu", "--report", str(report)])
     assert res.exit_code == 0, res.stderr
     names = sorted(p.name for p in report.iterdir())
-    assert names == ["confusion.csv", "confusion_matrix.png", "metrics.json", "per_class.csv",
+    assert names == [".ltkit-report", "confusion.csv", "confusion_matrix.png", "metrics.json", "per_class.csv",
                      "per_class_accuracy.png", "reliability.png", "summary.md"]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
         names + ["features.h5", "features.backbone.pt"])

@@ -470,7 +470,7 @@ def test_class_names_never_become_paths(tmp_path):
         assert result.exit_code == 0, (args[0], result.stderr[-500:], result.exception)
     made = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     report = ["confusion.csv", "confusion_matrix.png", "metrics.json", "per_class.csv",
-              "per_class_accuracy.png", "reliability.png", "summary.md"]
+              "per_class_accuracy.png", "reliability.png", "summary.md", ".ltkit-report"]
     assert made == sorted([f"deep/er/{n}" for n in ("s.h5", "s.backbone.pt", "s.table.pt", "table.csv",
                                                      "s.fsa.pt", "s.features.png")]
                           + [f"deep/er/report/{n}" for n in report])

@@ -36,4 +36,26 @@ from ltkit.cli import (train, extract, inspect, confusing, finetune,  # noqa: E4
 
 
 def main() -> None:
-    app()
+    """The ``ltkit`` entry point: a usage error (unknown option, bad value) is one line on
+    stderr and exit 2, like every other refusal."""
+    import sys
+
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click.exceptions import UsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # a stage without arguments
+            typer.echo(ctx.get_help())
+        else:
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message} (see '{ctx.command_path if ctx else 'ltkit'} --help')", err=True)
+        code = 2
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        code = 130
+    sys.exit(code or 0)

@@ -1,14 +1,20 @@
 """Options shared by the commands, and the one boundary that turns errors into exit codes.
 
 Exit codes: 0 done; 2 bad input or usage (one line, no traceback unless --debug);
-1 an internal error; 130 interrupted. A write the file system refuses (disk full, a file size
+1 an internal error; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): both keep what a
+resumable stage had written. A result that cannot be written to stdout (full, closed, a broken
+pipe) is said on stderr with the artifact's path, exit 2. A write the file system refuses (disk full, a file size
 limit, a quota, permissions) is the user's to fix: exit 2 too. Messages are printed as plain
 text (paths and class names may hold rich markup characters such as ``[/]``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -24,9 +30,11 @@ from ltkit.errors import ConfigError, LtkitError
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr; no progress.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output artifact.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed repeats a run exactly.")]
+MAX_SEED = 2**63 - 1  # torch generators take 64 bits; numpy's are seeded from it modulo 2**32
+MAX_WORKERS = 64  # data-loading processes: more only waits on the disk and the memory
+Seed = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed (0 to 2^63-1); the same seed repeats a run exactly.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-Workers = Annotated[int, typer.Option("--workers", min=0, help="Data-loading worker processes (0: load in the main process).")]
+Workers = Annotated[int, typer.Option("--workers", min=0, max=MAX_WORKERS, help="Data-loading worker processes (0: load in the main process; at most 64).")]
 Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Path of the artifact to write.")]
 
 
@@ -57,11 +65,37 @@ def _say(markup: str, message: str) -> None:
     console.console.print(f"{markup} {escape(message)}", soft_wrap=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the stage is, so it ends as an interrupt does (partials kept)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises `Terminated` in the main thread while a stage runs."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (a library caller's worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_stage(fn: Callable[[], Any], *, quiet: bool = False, debug: bool = False) -> Any:
     """Run a stage's library call under the error boundary; return its result."""
     console.configure(quiet=quiet or _rank() != 0)
     try:
-        return fn()
+        with _sigterm_as_interrupt():
+            return fn()
+    except Terminated:
+        _say("[red]terminated:[/red]", "no half-written artifact is left at the output; rerun the "
+             "same command to resume (a stage that cannot resume starts over)")
+        raise typer.Exit(143) from None
     except LtkitError as exc:
         if debug:
             traceback.print_exc(file=sys.stderr)
@@ -90,11 +124,38 @@ def run_stage(fn: Callable[[], Any], *, quiet: bool = False, debug: bool = False
 def emit_path(path: Path) -> None:
     """The one line a stage prints on stdout: the artifact it wrote (rank 0 alone)."""
     if _rank() == 0:
-        typer.echo(str(path))
+        _emit(str(path), f"the artifact is {path}")
 
 
-def emit_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False))
+def emit_json(obj: Any, where: str = "") -> None:
+    """A JSON result on stdout; ``where`` says where a copy of it is, should stdout fail."""
+    _emit(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False),
+          where or "rerun with stdout going to a file")
+
+
+def _emit(text: str, where: str) -> None:
+    """``text`` and a newline on stdout, flushed. A stdout that is closed, full or a broken pipe
+    is said in one line on stderr (with ``where``), exit 2, never a traceback."""
+    stream = sys.stdout
+    try:
+        if stream is None:
+            raise OSError(errno.EBADF, "closed")
+        stream.write(text + "\n")
+        stream.flush()
+    except (OSError, ValueError) as exc:  # ValueError: a closed Python stream
+        reason = {errno.EPIPE: "the reading end of the pipe was closed", errno.ENOSPC: "the device is full",
+                  errno.EBADF: "stdout is closed"}.get(getattr(exc, "errno", None), "it failed")
+        _mute_stdout()
+        _say("[red]error:[/red]", f"could not write the result to stdout ({reason}); {where}")
+        raise typer.Exit(2) from None
+
+
+def _mute_stdout() -> None:
+    """Point stdout at /dev/null so that Python's exit flush cannot fail a second time."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def parse_int_list(text: Optional[str], what: str) -> Optional[list[int]]:

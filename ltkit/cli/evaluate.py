@@ -8,11 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from ltkit import console
-from ltkit.artifacts import check_output
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Force, Quiet, emit_json, run_stage
 from ltkit.evaluate import EVAL_SPLITS, EvalConfig, evaluate
-from ltkit.report import SUMMARY_SPLITS, print_summary, write_report
+from ltkit.report import SUMMARY_SPLITS, check_report_dir, print_summary, write_report
 
 METRICS = ("accuracy", "retrieval")
 
@@ -61,11 +60,11 @@ def evaluate_cmd(
 
     def run() -> dict:
         if report is not None:
-            check_output(report, force)  # refuse before the work, not after
+            check_report_dir(report, force, (None if source == "-" else source,))  # before the work
         evaluation = evaluate(source, config)
         print_summary(evaluation.result, split)
         if report is not None:
             console.log(f"report: {write_report(evaluation, report, force=force)}")
         return evaluation.result
 
-    emit_json(run_stage(run, quiet=quiet, debug=debug))
+    emit_json(run_stage(run, quiet=quiet, debug=debug), f"the report is in {report}" if report else "")
