@@ -10,7 +10,10 @@ app = typer.Typer(
     name="ltkit",
     help="Long-tailed image recognition: train a backbone once, cache what it sees in an HDF5 "
          "feature store, try tail-class remedies from the cache.\n\n"
-         "Pipeline: train-backbone | extract - | confusing-classes - | augment-finetune - | evaluate -",
+         "Pipeline: train-backbone | extract - | confusing-classes - | augment-finetune - | evaluate -\n\n"
+         "Every stage also takes --config FILE.toml (a [STAGE] table of long option names without "
+         "dashes, e.g. batch-size = 64; command-line options win) and --print-config (print the "
+         "resolved options as that table, and exit).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -45,8 +48,23 @@ def main() -> None:
     except ImportError:
         from click.exceptions import UsageError
 
+    from ltkit.cli.config import load_defaults, resolved_table, split_argv
+    from ltkit.errors import LtkitError
+
     try:
-        code = app(standalone_mode=False)
+        argv, config, show = split_argv(sys.argv[1:])
+        group = typer.main.get_command(app)
+        stage = next((a for a in argv if not a.startswith("-")), None)
+        command = getattr(group, "commands", {}).get(stage)
+        defaults = {stage: load_defaults(config, stage, command)} if config and command else None
+        if show and command is not None:
+            ctx = command.make_context(stage, argv[argv.index(stage) + 1:], default_map=(defaults or {}).get(stage))
+            typer.echo(resolved_table(stage, command, ctx.params), nl=False)
+            sys.exit(0)
+        code = app(args=argv, standalone_mode=False, default_map=defaults)
+    except LtkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        code = 2
     except UsageError as exc:
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # a stage without arguments
