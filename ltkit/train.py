@@ -37,7 +37,7 @@ from ltkit.device import seed_everything
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.losses import LOSSES, make_loss
 from ltkit.metrics import balanced_accuracy, group_accuracies, per_class_accuracy
-from ltkit.models import HEADS, MODELS, create_model
+from ltkit.models import HEADS, MODELS, create_model, is_timm
 from ltkit.models.training import TrainingNet, TrainOutput, stage_channels
 from ltkit.rsg import RSG, head_classes
 from ltkit.samplers import SAMPLERS, make_sampler
@@ -90,7 +90,7 @@ class TrainConfig:
     rsg_epoch: int | None = None           # first epoch RSG generates samples (0-based); None: drw_epoch, else 80 %
 
     def validate(self) -> None:
-        MODELS.get(self.arch), LOSSES.get(self.loss), SAMPLERS.get(self.sampler)
+        None if is_timm(self.arch) else MODELS.get(self.arch), LOSSES.get(self.loss), SAMPLERS.get(self.sampler)
         if self.head != "auto":
             HEADS.get(self.head)
         if self.schedule not in SCHEDULES:
