@@ -135,24 +135,42 @@ def save_classifier(path: str | Path, clf: Classifier, *, method: str, lineage: 
 
 
 def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
-    """A classifier artifact's classifier and its metadata (method, options, lineage, history)."""
+    """A classifier artifact's classifier and its metadata (method, options, lineage, history),
+    validated: a damaged or doctored file is one `ArtifactError`, never a crash later."""
+    from ltkit.lineage import lineage_problem
+
     obj = load_torch_artifact(path, FORMAT)
     if obj.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path} is a classifier of format version {obj.get('format_version')}; "
+        raise ArtifactError(f"{path} is a classifier of format version {obj.get('format_version')!r}; "
                             f"this ltkit reads version {FORMAT_VERSION}")
-    state = obj.get("classifier")
-    problem = _state_problem(state)
+    problem = _state_problem(obj.get("classifier")) or lineage_problem(obj.get("lineage")) or \
+        _meta_problem(obj)
     if problem:
         raise ArtifactError(f"{path} is a damaged classifier ({problem}); make it again with "
                             "ltkit augment-finetune")
-    clf = Classifier.from_state(state)
+    clf = Classifier.from_state(obj["classifier"])
     return clf, {k: v for k, v in obj.items() if k != "classifier"}
 
 
+def _meta_problem(obj: dict[str, Any]) -> str | None:
+    """What is wrong with a classifier artifact's method, options or history, or None."""
+    if not isinstance(obj.get("method", ""), str):
+        return "its method is not a name"
+    if not isinstance(obj.get("options", {}), dict):
+        return "its options are not a record"
+    history = obj.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        return "its history is not a list of records"
+    return None
+
+
 def _state_problem(state: Any) -> str | None:
-    """What is wrong with a saved classifier state, or None: kind, shapes, finite values."""
-    if not isinstance(state, dict) or state.get("kind") not in KINDS:
+    """What is wrong with a saved classifier state, or None: kind, dtypes, shapes, finite
+    values, a positive cosine scale."""
+    if not isinstance(state, dict) or not isinstance(state.get("kind"), str) or state["kind"] not in KINDS:
         return "no classifier state of a known kind"
+    if state["kind"] == "ncm" and state.get("metric") not in NCM_METRICS:
+        return f"its NCM metric is not one of {', '.join(NCM_METRICS)}"
     weight = state.get("weight")
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or 0 in weight.shape:
         return "its weight is not a (classes, features) tensor"
@@ -161,9 +179,19 @@ def _state_problem(state: Any) -> str | None:
         value = state.get(name)
         if value is not None and (not isinstance(value, torch.Tensor) or value.shape != (k,)):
             return f"its {name} does not have one value per class"
+    if state["kind"] == "lws" and state.get("class_scale") is None:
+        return "an LWS classifier without its class scales"
     tensors = [t for t in (weight, state.get("bias"), state.get("class_scale")) if t is not None]
-    scale = state.get("scale")
-    if not all(bool(torch.isfinite(t).all()) for t in tensors) or \
-            (scale is not None and not math.isfinite(float(scale))):
+    if not all(t.is_floating_point() for t in tensors):
+        return "its weights are not floating-point numbers"
+    if not all(bool(torch.isfinite(t.float()).all()) for t in tensors):  # float32: as it computes
         return "it holds NaN or infinite values"
+    scale = state.get("scale")
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            return "its scale is not a number"
+        if not (math.isfinite(scale) and scale > 0):
+            return f"its cosine scale is {scale}, not a finite number > 0"
+    if state["kind"] == "cosine" and scale is None:
+        return "a cosine classifier without its scale"
     return None

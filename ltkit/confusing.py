@@ -6,11 +6,10 @@ tail. Confusing classes: for each tail class, the Phase-I softmax (of the stored
 ``/train/logits``) averaged over its training images; the ``top`` highest OTHER classes
 (classes without training images excluded; ties by class index), most confusing first.
 
-The table artifact (``format="ltkit-confusing-table"``) holds ``head_classes`` (H,) and
-``tail_classes`` (T,) int64 sorted by descending count, ``confusing`` (T, Nf) int64,
-``scores`` (T, Nf) float32, ``head_ratio``, ``top``, ``head_fraction`` (the fraction of
-training images the head actually holds), ``class_names``, ``train_counts`` (K,) int64,
-``format_version``, ``versions`` and ``lineage`` (parents: ``store``; options: this config).
+The table is one typed record, `ConfusingTable`; its artifact
+(``format="ltkit-confusing-table"``) is the same fields as a plain dict, validated on load
+(`ConfusingTable.from_dict`): a table that is not the split of its own counts, or that names a
+tail class among its own confusing classes, is refused there and never reaches a stage.
 """
 
 from __future__ import annotations
@@ -18,18 +17,20 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from ltkit import console
-from ltkit.artifacts import (atomic_output, check_output, distinct_outputs, earlier_artifact, file_sha256,
-                             load_torch_artifact, make_lineage, option_diff, other_options, resolve_input, reuse_existing,
+from ltkit.artifacts import (atomic_output, check_output, distinct_outputs, earlier_artifact, load_torch_artifact,
+                             make_lineage, option_diff, other_options, resolve_input, reuse_existing,
                              save_torch_artifact, versions)
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
+from ltkit.lineage import lineage_problem, parent, parent_change, verified_parent
 
 FORMAT = "ltkit-confusing-table"
 FORMAT_VERSION = 1
@@ -41,6 +42,9 @@ class ConfusingConfig:
     top: int = 3             # Nf: confusing classes kept per tail class (>= 1)
 
     def validate(self, num_classes: int | None = None) -> None:
+        if num_classes is not None and num_classes < 2:
+            raise ConfigError(f"the store holds {num_classes} class; a store of one class has no tail "
+                              "and no other class to confuse it with: confusing classes need at least two")
         if not 0.0 < self.head_ratio < 1.0:
             raise ConfigError(f"--head-ratio must lie strictly between 0 and 1, got {self.head_ratio}")
         if self.top < 1:
@@ -93,7 +97,7 @@ def rank_confusing(mean_scores: np.ndarray, classes: np.ndarray, counts: np.ndar
     return ranked.indices[:, :top].numpy(), ranked.values[:, :top].float().numpy()
 
 
-def make_table(store, cfg: ConfusingConfig) -> dict[str, Any]:
+def make_table(store, cfg: ConfusingConfig) -> "ConfusingTable":
     """The table of an open store (no lineage): head/tail split and confusing classes."""
     K = len(store.class_names)
     cfg.validate(K)
@@ -107,12 +111,11 @@ def make_table(store, cfg: ConfusingConfig) -> dict[str, Any]:
         raise DataError(f"tail class {store.class_names[empty[0]]!r} has no training image, so it "
                         "has no confusing classes; drop it from the data set")
     confusing, scores = rank_confusing(mean_softmax(store, tail), tail, counts, cfg.top)
-    return {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "head_classes": torch.from_numpy(head), "tail_classes": torch.from_numpy(tail),
-            "confusing": torch.from_numpy(confusing), "scores": torch.from_numpy(scores),
-            "head_ratio": cfg.head_ratio, "top": cfg.top,
-            "head_fraction": float(counts[head].sum() / counts.sum()),
-            "class_names": list(store.class_names), "train_counts": torch.from_numpy(counts)}
+    return ConfusingTable(head_classes=torch.from_numpy(head), tail_classes=torch.from_numpy(tail),
+                          confusing=torch.from_numpy(confusing), scores=torch.from_numpy(scores),
+                          head_ratio=cfg.head_ratio, top=cfg.top,
+                          head_fraction=float(counts[head].sum() / counts.sum()),
+                          class_names=list(store.class_names), train_counts=torch.from_numpy(counts))
 
 
 def default_table_path(store_path: str | Path) -> Path:
@@ -120,17 +123,19 @@ def default_table_path(store_path: str | Path) -> Path:
     return store_path.with_name(store_path.stem + ".table.pt")
 
 
-def write_table(store_path: Path, cfg: ConfusingConfig, out: Path) -> dict[str, Any]:
-    """Build the table of a store, add its lineage, write it to ``out`` and show it."""
+def new_table(store_path: Path, cfg: ConfusingConfig) -> "ConfusingTable":
+    """The table of a store, with its lineage (not written)."""
     from ltkit.store import open_store
 
     with open_store(store_path) as st:
         table = make_table(st, cfg)
-    table["lineage"] = make_lineage({"store": store_path}, dataclasses.asdict(cfg), None)
-    table["versions"] = versions()
-    save_torch_artifact(table, out)
-    show_table(table)
+    table.lineage = make_lineage({"store": store_path}, dataclasses.asdict(cfg), None)
+    table.versions = versions()
     return table
+
+
+def save_table(table: "ConfusingTable", out: str | Path) -> Path:
+    return save_torch_artifact(table.to_dict(), out)
 
 
 def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | None = None,
@@ -140,7 +145,7 @@ def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | No
     store_path = resolve_input(store)
     out = Path(out or default_table_path(store_path)).expanduser()
     distinct_outputs(out=out, csv=csv_path)
-    if reuse_existing(out, force, lambda p: _table_differs(load_table(p), store_path, cfg)):
+    if reuse_existing(out, force, lambda p: _table_differs(load_table(p), p, store_path, cfg)):
         console.log(f"{out} exists with the same options: reusing it (--force to rebuild)")
         table = load_table(out)
         if csv_path is not None:  # the export of this very table; another file is never replaced
@@ -154,95 +159,183 @@ def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | No
     if csv_path is not None:
         csv_path = check_output(csv_path, force, inputs=[store_path], replaces=_earlier_csv,
                                 kind="table CSV export")
-    table = write_table(store_path, cfg, out)
+    table = new_table(store_path, cfg)
+    save_table(table, out)
     if csv_path is not None:
         export_csv(table, csv_path)
     return out
 
 
-def _table_differs(table: dict[str, Any], store_path: Path, cfg: ConfusingConfig) -> str | None:
+def _table_differs(table: "ConfusingTable", path: Path, store_path: Path, cfg: ConfusingConfig) -> str | None:
     """How ``table`` differs from one built from this very store (path and content) with
     these options; None when it does not."""
-    parent = table["lineage"]["parents"]["store"]
-    if Path(parent["path"]).resolve() != store_path.resolve():
-        return f"was built from another store ({parent['path']})"
-    if parent["sha256"] != file_sha256(store_path):
-        return f"was built from an earlier version of {store_path} (its hash differs)"
-    return other_options(option_diff(table["lineage"]["options"], dataclasses.asdict(cfg)))
+    change = parent_change(parent(table.lineage, "store", owner=path), store_path, same_path=True)
+    return change or other_options(option_diff(table.lineage["options"], dataclasses.asdict(cfg)))
 
 
-def table_for_store(store_path: str | Path) -> tuple[dict[str, Any], Path]:
+def table_for_store(store_path: str | Path, *, write: bool = True) -> tuple["ConfusingTable", Path, bool]:
     """The table beside a store (``default_table_path``): reused when it was built from this
-    very store, else built with the default options and written there."""
+    very store, else built with the default options; returns (table, its path, whether it is
+    still to be written). ``write``: write a new one at once (else the caller does, with
+    `save_table`, once nothing else can be refused)."""
     store_path = Path(store_path)
     path = default_table_path(store_path)
     if path.exists():
         table = load_table(path)
-        parent = table["lineage"]["parents"]["store"]
-        if Path(parent["path"]).resolve() != store_path.resolve() or \
-                parent["sha256"] != file_sha256(store_path):
+        if parent_change(parent(table.lineage, "store", owner=path), store_path, same_path=True):
             raise ArtifactError(f"{path} is the table of another store (or of an older version "
                                 "of this one); give a table path, or remove that file")
-        console.log(f"using the existing table {path} (head ratio {table['head_ratio']}, "
-                    f"top {table['top']})")
-        return table, path
+        console.log(f"using the existing table {path} (head ratio {table.head_ratio}, top {table.top})")
+        return table, path, False
     cfg = ConfusingConfig()
     console.log(f"no confusing-class table given: building one with the defaults "
                 f"(head ratio {cfg.head_ratio}, top {cfg.top}) at {path}")
-    return write_table(store_path, cfg, path), path
+    table = new_table(store_path, cfg)
+    if write:
+        save_table(table, path)
+    return table, path, not write
 
 
-def load_table(path: str | Path) -> dict[str, Any]:
+def load_table(path: str | Path) -> "ConfusingTable":
     """A validated table artifact."""
-    table = load_torch_artifact(path, FORMAT)
-    if table.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path} is a table of format version {table.get('format_version')}; "
-                            f"this ltkit reads version {FORMAT_VERSION}: rebuild it")
-    try:
-        T, nf = table["confusing"].shape
-        K = len(table["class_names"])
-        classes = torch.cat([table["head_classes"], table["tail_classes"]])  # (K,) every class once
-        ok = (table["tail_classes"].shape == (T,) and table["scores"].shape == (T, nf)
-              and nf == table["top"] and K == len(table["train_counts"])
-              and sorted(classes.tolist()) == list(range(K))
-              and bool(((table["confusing"] >= 0) & (table["confusing"] < K)).all())
-              and bool(torch.isfinite(table["scores"]).all())
-              and "store" in table["lineage"]["parents"])
-    except (KeyError, AttributeError, TypeError, ValueError, RuntimeError):
-        ok = False
-    if not ok:
-        raise ArtifactError(f"{path} is a damaged confusing-class table; rebuild it with "
-                            "ltkit confusing-classes")
-    return table
+    return ConfusingTable.from_dict(load_torch_artifact(path, FORMAT), path)
 
 
-def table_store_path(table: dict[str, Any], *, verify: bool = True) -> Path:
+def table_store_path(table: "ConfusingTable", *, verify: bool = True) -> Path:
     """The store a table was built from; ArtifactError when it is gone or has changed."""
-    parent = table["lineage"]["parents"]["store"]
-    path = Path(parent["path"])
-    if not path.is_file():
-        raise ArtifactError(f"the table's store {path} does not exist; pass the store with --store")
-    if verify and file_sha256(path) != parent["sha256"]:
-        raise ArtifactError(f"the table's store {path} changed since the table was built (hash "
-                            "differs); rebuild the table, or pass the store with --store")
-    return path
+    if not verify:
+        return parent(table.lineage, "store", owner="the table").path
+    return verified_parent(table.lineage, "store", owner="the table", option="--store")
 
 
 CSV_FIELDS = ("tail_class", "tail_name", "tail_count", "rank", "confusing_class", "confusing_name", "score")
 
 
-def table_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
+@dataclass
+class ConfusingTable:
+    """The head/tail split of a store and the confusing classes of each tail class."""
+
+    head_classes: torch.Tensor  # (H,) int64, by descending training count (ties: index)
+    tail_classes: torch.Tensor  # (T,) int64, the rest, in the same order
+    confusing: torch.Tensor     # (T, Nf) int64: row i, the Nf classes most confused with tail class i
+    scores: torch.Tensor        # (T, Nf) float32 in [0, 1]: their mean Phase-I softmax, descending
+    head_ratio: float           # h_r the split was made with, in (0, 1)
+    top: int                    # Nf
+    head_fraction: float        # the fraction of training images the head holds (>= head_ratio)
+    class_names: list[str]      # (K,)
+    train_counts: torch.Tensor  # (K,) int64 training images per class
+    lineage: dict[str, Any] = field(default_factory=dict)   # parents: store; options: its ConfusingConfig
+    versions: dict[str, str] = field(default_factory=dict)
+    format: ClassVar[str] = FORMAT
+    format_version: ClassVar[int] = FORMAT_VERSION
+
+    def __getitem__(self, key: str) -> Any:
+        """``table["top"]``: the mapping-style reads of before (benchmarks, notebooks) keep working."""
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The artifact: plain tensors and values (``torch.load(..., weights_only=True)`` reads it)."""
+        return {"format": FORMAT, "format_version": FORMAT_VERSION} | dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], path: str | Path) -> "ConfusingTable":
+        """The table of an artifact dict; ArtifactError (one line, naming ``path``) when it is of
+        another version or damaged."""
+        if obj.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(f"{path} is a table of format version {obj.get('format_version')!r}; "
+                                f"this ltkit reads version {FORMAT_VERSION}: rebuild it")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in obj]
+        problem = f"no {missing[0]}" if missing else None
+        if problem is None:
+            table = cls(**{n: obj[n] for n in names})
+            try:
+                problem = table.problem()
+            except (AttributeError, TypeError, ValueError, RuntimeError, IndexError, OverflowError) as exc:
+                problem = f"unreadable fields ({type(exc).__name__})"
+        if problem:
+            raise ArtifactError(f"{path} is a damaged confusing-class table ({problem}); rebuild it with "
+                                "ltkit confusing-classes")
+        return table
+
+    def problem(self) -> str | None:
+        """What makes this table inconsistent, or None: types and shapes, the split (it must be
+        the head/tail split of its own counts at its head ratio), the confusing classes (other
+        classes with training images, distinct per row), finite scores, its lineage."""
+        def index_tensor(t: Any, dims: int) -> bool:
+            return isinstance(t, torch.Tensor) and t.dim() == dims and not t.is_floating_point() \
+                and not t.is_complex() and t.dtype != torch.bool
+
+        names, counts = self.class_names, self.train_counts
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) >= 2):
+            return "its class names are not a list of names"
+        K = len(names)
+        if not (index_tensor(counts, 1) and counts.shape == (K,) and bool((counts >= 0).all())):
+            return "its training counts are not one count >= 0 per class"
+        if not (isinstance(self.top, int) and not isinstance(self.top, bool) and self.top >= 1):
+            return "its top is not a whole number >= 1"
+        if not (isinstance(self.head_ratio, float) and 0.0 < self.head_ratio < 1.0):
+            return "its head ratio is not a number in (0, 1)"
+        if not (index_tensor(self.head_classes, 1) and index_tensor(self.tail_classes, 1)):
+            return "its head and tail classes are not lists of class indices"
+        try:
+            head, tail = split_head_tail(counts.numpy(), self.head_ratio)
+        except ConfigError:
+            return "its head ratio leaves no tail"
+        if self.head_classes.tolist() != head.tolist() or self.tail_classes.tolist() != tail.tolist():
+            return "its head and tail are not the split of its training counts (swapped, overlapping or missing)"
+        T = len(tail)
+        if not (index_tensor(self.confusing, 2) and self.confusing.shape == (T, self.top)):
+            return f"its confusing classes are not a ({T}, {self.top}) table of class indices"
+        conf = self.confusing
+        if not bool(((conf >= 0) & (conf < K)).all()):
+            return "a confusing class index lies outside the classes"
+        if bool((conf == self.tail_classes[:, None]).any()):
+            return "a tail class is listed as its own confusing class"
+        if any(len(set(row)) != len(row) for row in conf.tolist()):
+            return "a tail class lists a confusing class twice"
+        if not bool((counts[conf] > 0).all()):
+            return "a confusing class has no training image"
+        scores = self.scores
+        if not (isinstance(scores, torch.Tensor) and scores.is_floating_point() and scores.shape == (T, self.top)):
+            return f"its scores are not a ({T}, {self.top}) table of numbers"
+        if not bool((torch.isfinite(scores) & (scores >= 0) & (scores <= 1)).all()):
+            return "its scores are not all in [0, 1]"
+        held = float(counts[self.head_classes].sum()) / max(float(counts.sum()), 1.0)
+        if not (isinstance(self.head_fraction, float) and math.isclose(self.head_fraction, held, abs_tol=1e-6)):
+            return "its head fraction is not what its head holds"
+        problem = lineage_problem(self.lineage)
+        if problem or "store" not in self.lineage.get("parents", {}) or \
+                not isinstance(self.lineage.get("options", {}), dict):
+            return problem or "its lineage names no store"
+        if not isinstance(self.versions, dict):
+            return "its versions are not a record"
+        return None
+
+    def check_store(self, st) -> None:
+        """ArtifactError when the open store ``st`` is not one this table was built from: other
+        classes, or other training counts."""
+        if list(self.class_names) != list(st.class_names):
+            raise ArtifactError(f"the table's classes differ from those of {st.path}; give the "
+                                "store the table was built from")
+        if self.train_counts.tolist() != st.train_counts.tolist():
+            raise ArtifactError(f"the table was built from a store with other training counts than "
+                                f"{st.path}; rebuild the table from this store with ltkit "
+                                "confusing-classes")
+
+
+def table_rows(table: ConfusingTable) -> list[dict[str, Any]]:
     """One row per (tail class, rank): the long form of the table (CSV, display)."""
-    names, counts = table["class_names"], table["train_counts"]
+    names, counts = table.class_names, table.train_counts
     rows = []
-    for i, c in enumerate(table["tail_classes"].tolist()):
-        for rank, (u, s) in enumerate(zip(table["confusing"][i].tolist(), table["scores"][i].tolist())):
+    for i, c in enumerate(table.tail_classes.tolist()):
+        for rank, (u, s) in enumerate(zip(table.confusing[i].tolist(), table.scores[i].tolist())):
             values = (c, names[c], int(counts[c]), rank + 1, u, names[u], s)
             rows.append(dict(zip(CSV_FIELDS, values)))
     return rows
 
 
-def csv_text(table: dict[str, Any]) -> str:
+def csv_text(table: ConfusingTable) -> str:
     """The table as CSV text, one row per (tail class, confusing class)."""
     rows = table_rows(table)
     text = io.StringIO(newline="")
@@ -261,33 +354,8 @@ def _earlier_csv(path: Path) -> bool:
         return False
 
 
-def export_csv(table: dict[str, Any], path: str | Path) -> Path:
+def export_csv(table: ConfusingTable, path: str | Path) -> Path:
     """The table as CSV, one row per (tail class, confusing class)."""
     with atomic_output(path) as partial:
         partial.write_bytes(csv_text(table).encode())  # UTF-8, the csv module's line ends
     return Path(path)
-
-
-def show_table(table: dict[str, Any]) -> None:
-    """A rich table on stderr: each tail class with its confusing classes and scores."""
-    if console.is_quiet():
-        return
-    from rich.markup import escape
-    from rich.table import Table
-
-    names = [escape(str(n)) for n in table["class_names"]]  # shown as text, never as markup
-    counts = table["train_counts"]
-    head = ", ".join(names[c] for c in table["head_classes"].tolist())
-    view = Table(title=f"confusing classes (head ratio {table['head_ratio']}: "
-                       f"{len(table['head_classes'])} head classes hold "
-                       f"{table['head_fraction']:.1%} of the images)")
-    view.add_column("tail class")
-    view.add_column("train", justify="right")
-    for rank in range(table["top"]):
-        view.add_column(f"#{rank + 1} (score)")
-    for i, c in enumerate(table["tail_classes"].tolist()):
-        cells = [f"{names[u]} ({s:.3f})" for u, s in zip(table["confusing"][i].tolist(),
-                                                        table["scores"][i].tolist())]
-        view.add_row(names[c], str(int(counts[c])), *cells)
-    console.console.print(view)
-    console.console.print(f"head: {head}", soft_wrap=True)  # names escaped above: print as is

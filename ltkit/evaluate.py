@@ -23,7 +23,8 @@ from ltkit import __version__, console
 from ltkit.artifacts import file_sha256, resolve_input
 from ltkit.classifiers import TAU_GRID, Classifier, load_classifier, pick_tau
 from ltkit.device import resolve_device
-from ltkit.errors import ArtifactError, ConfigError, DataError
+from ltkit.errors import ArtifactError, ConfigError, DataError, LtkitError
+from ltkit.lineage import Parent, identity_diff, parent, store_identity
 from ltkit.metrics import (ECE_BINS, FEW_THRESHOLD, MANY_THRESHOLD,
                            check_thresholds, measure, retrieval_scores,
                            retrieval_summary)
@@ -32,6 +33,7 @@ FORMAT = "ltkit-evaluation"
 FORMAT_VERSION = 1
 EVAL_SPLITS = ("test", "val")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+MAX_ECE_BINS = 1000
 
 
 @dataclass
@@ -43,8 +45,6 @@ class EvalConfig:
     few_threshold: int = FEW_THRESHOLD    # few: fewer than this; medium: between, ends included
     ece_bins: int = ECE_BINS             # equal-width confidence bins of the calibration error
     retrieval: bool = False              # also mAP / rank-1 of pooled test features as queries
-    store: str | None = None             # store to use instead of the classifier's lineage
-    table: str | None = None             # confusing-class table for head/tail, instead of lineage
     device: str = "auto"                 # where logits and retrieval similarities are computed
     chunk_rows: int = 8192               # pooled rows read and classified at a time
 
@@ -60,6 +60,9 @@ class EvalConfig:
         check_thresholds(self.many_threshold, self.few_threshold)
         if self.ece_bins < 1 or self.chunk_rows < 1:
             raise ConfigError("--ece-bins and the chunk size must be at least 1")
+        if self.ece_bins > MAX_ECE_BINS:
+            raise ConfigError(f"--ece-bins {self.ece_bins}: at most {MAX_ECE_BINS} bins (each is a row of "
+                              "the JSON; a few tens is what calibration plots use)")
 
 
 @dataclass
@@ -82,8 +85,13 @@ def artifact_kind(path: Path) -> str:
     return "torch"
 
 
-def evaluate(source: str | Path, config: EvalConfig) -> Evaluation:
-    """Measure a store's Phase-I classifier, or a classifier artifact, on `config.on`."""
+def evaluate(source: str | Path, config: EvalConfig, *, store: str | Path | None = None,
+             table: str | Path | None = None, force: bool = False) -> Evaluation:
+    """Measure a store's Phase-I classifier, or a classifier artifact, on `config.on`.
+
+    ``store``: the store to use instead of the classifier's lineage (it must be one made by
+    the same backbone, with the same classes: else refused, or with ``force`` a warning);
+    ``table``: the confusing-class table for the FSA head / tail split, instead of the lineage's."""
     from ltkit.store import open_store
 
     config.validate()
@@ -92,7 +100,7 @@ def evaluate(source: str | Path, config: EvalConfig) -> Evaluation:
     if input_kind == "json":
         raise ConfigError(f"{path} is JSON; evaluate takes a classifier artifact or a feature "
                           "store (compare takes evaluation JSONs)")
-    clf, run = _load_source(path, input_kind, config)
+    clf, run, identity = _load_source(path, input_kind, store, table)
     device = resolve_device(config.device)
     with open_store(run["store"]["path"]) as st:
         _check_parent_hash(st, run)
@@ -104,6 +112,8 @@ def evaluate(source: str | Path, config: EvalConfig) -> Evaluation:
             run["options"] = {"arch": st.attrs.get("arch"), "head": st.attrs.get("head"),
                               "backbone": Path(str(st.attrs.get("backbone_path", ""))).name}
         _check_fits(clf, st, config.on)
+        if run["store"]["via"] == "option" and run["source"]["kind"] == "classifier":
+            _check_store_identity(st, identity, force)
         head_tail = _head_tail(run, len(st.class_names))
         kind = clf.kind  # before tau-normalisation, which makes any linear / LWS one linear
         clf, tau_info = _apply_tau(clf, st, config, device)
@@ -120,39 +130,73 @@ def evaluate(source: str | Path, config: EvalConfig) -> Evaluation:
     return Evaluation(jsonable(result), confusion)
 
 
-def _load_source(path: Path, kind: str, config: EvalConfig) -> tuple[Classifier | None, dict]:
-    """The classifier to measure (None: the store's own) and the run's description."""
+def _load_source(path: Path, kind: str, store: str | Path | None, table: str | Path | None
+                 ) -> tuple[Classifier | None, dict, dict | None]:
+    """The classifier to measure (None: the store's own), the run's description, and the
+    identity of the store the classifier was made from (None: not known)."""
     if kind == "store":
-        if config.store is not None:
+        if store is not None:
             raise ConfigError("--store is for a classifier input; the input is already a store")
         return None, {"source": {"path": str(path), "kind": "store"},
                       "store": {"path": str(path), "sha256": None, "via": "input"},
-                      "table": _table_ref(None, config), "method": "phase1", "options": {}}
+                      "table": _table_ref(None, table), "method": "phase1", "options": {}}, None
     clf, meta = load_classifier(path)
-    parents = (meta.get("lineage") or {}).get("parents") or {}
-    if config.store is not None:
-        store = {"path": str(resolve_input(config.store).resolve()), "sha256": None,
-                 "via": "option"}
-    elif "store" in parents:
-        store = {"path": parents["store"]["path"], "sha256": parents["store"].get("sha256"),
-                 "via": "lineage"}
-        if not Path(store["path"]).exists():
-            raise ArtifactError(f"the classifier's store {store['path']} is gone; give the store "
+    lineage = meta.get("lineage") or {}
+    recorded = parent(lineage, "store", owner=path)
+    if store is not None:
+        ref = {"path": str(resolve_input(store).resolve()), "sha256": None, "via": "option"}
+    elif recorded is not None:
+        ref = {"path": str(recorded.path), "sha256": recorded.sha256, "via": "lineage"}
+        if not recorded.path.exists():
+            raise ArtifactError(f"the classifier's store {recorded.path} is gone; give the store "
                                 "with --store")
     else:
         raise ArtifactError(f"{path} names no store in its lineage; give it with --store")
-    return clf, {"source": {"path": str(path), "kind": "classifier"}, "store": store,
-                 "table": _table_ref(parents.get("table"), config),
-                 "method": meta.get("method", "unknown"), "options": meta.get("options") or {}}
+    identity = lineage.get("store_identity")
+    if identity is None and store is not None and recorded is not None:
+        identity = _identity_of(recorded.path)
+    return clf, {"source": {"path": str(path), "kind": "classifier"}, "store": ref,
+                 "table": _table_ref(parent(lineage, "table", owner=path), table),
+                 "method": meta.get("method", "unknown"), "options": meta.get("options") or {}}, identity
 
 
-def _table_ref(parent: dict | None, config: EvalConfig) -> dict | None:
-    if config.table is not None:
-        return {"path": str(resolve_input(config.table).resolve()), "sha256": None,
-                "via": "option"}
-    if parent is None:
+def _identity_of(path: Path) -> dict | None:
+    """The identity of the store at ``path``, when it is still there and readable (an old
+    classifier records none of its own)."""
+    from ltkit.store import open_store
+
+    if not path.is_file():
         return None
-    return {"path": parent["path"], "sha256": parent.get("sha256"), "via": "lineage"}
+    try:
+        with open_store(path) as st:
+            return store_identity(st)
+    except LtkitError:
+        return None
+
+
+def _check_store_identity(st, recorded: dict | None, force: bool) -> None:
+    """A store given with --store must be one of the same backbone and classes as the store the
+    classifier was made from: refused when not (or, with ``force``, a warning)."""
+    if recorded is None:
+        console.warn(f"the classifier records no store to check {st.path} against; its numbers are "
+                     "only meaningful if the classifier was made from a store of the same backbone")
+        return
+    differs = identity_diff(recorded, store_identity(st))
+    if not differs:
+        return
+    what = (f"the store {st.path} is not like the one the classifier was made from: its "
+            f"{', '.join(differs)} differ")
+    if not force:
+        raise ArtifactError(f"{what}; give the classifier's own store, or pass --force to evaluate on this one anyway")
+    console.warn(f"{what}; evaluating anyway (--force): the numbers may mean nothing")
+
+
+def _table_ref(recorded: Parent | None, table: str | Path | None) -> dict | None:
+    if table is not None:
+        return {"path": str(resolve_input(table).resolve()), "sha256": None, "via": "option"}
+    if recorded is None:
+        return None
+    return {"path": str(recorded.path), "sha256": recorded.sha256, "via": "lineage"}
 
 
 def _check_parent_hash(st, run: dict) -> None:
@@ -186,11 +230,10 @@ def _head_tail(run: dict, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         raise ArtifactError(f"the table {ref['path']} changed since the classifier was made from "
                             "it (hash differs); pass it with --table to use it anyway")
     table = load_table(ref["path"])
-    if len(table["class_names"]) != k:
-        raise ArtifactError(f"the table {ref['path']} is for {len(table['class_names'])} classes, "
+    if len(table.class_names) != k:
+        raise ArtifactError(f"the table {ref['path']} is for {len(table.class_names)} classes, "
                             f"the store has {k}; give the matching table with --table")
-    return (np.asarray(table["head_classes"], dtype=np.int64),
-            np.asarray(table["tail_classes"], dtype=np.int64))
+    return np.asarray(table.head_classes, dtype=np.int64), np.asarray(table.tail_classes, dtype=np.int64)
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from ltkit.errors import ConfigError
 
@@ -33,8 +33,19 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}"
             ) from None
 
+    def items(self) -> list[tuple[str, T]]:
+        return sorted(self._items.items())
+
     def names(self) -> list[str]:
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+def check_choice(value: Any, valid: Iterable[str], option: str) -> str:
+    """``value`` when it is one of ``valid``; else the one-line error that lists the valid names."""
+    valid = list(valid)
+    if value not in valid:
+        raise ConfigError(f"{option} {value!r}: valid choices are {', '.join(valid)}")
+    return value

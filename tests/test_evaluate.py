@@ -205,7 +205,7 @@ def test_lineage_hash_and_explicit_store(store, tmp_path):
                            lineage=lineage, options={})
     with pytest.raises(ArtifactError, match="changed"):
         evaluate(path, EvalConfig(device="cpu"))
-    r = evaluate(path, EvalConfig(device="cpu", store=str(store))).result
+    r = evaluate(path, EvalConfig(device="cpu"), store=str(store)).result
     assert r["store"]["via"] == "option"
     orphan = save_classifier(tmp_path / "o.pt", constant_clf([0.0] * 6), method="m",
                              lineage={"parents": {}}, options={})

@@ -25,6 +25,11 @@ from storefixtures import make_store
 FAST = dict(iterations=20, batch_size=32, device="cpu")  # Na = 3 -> Nt = 4
 
 
+def Config(**options) -> FinetuneConfig:
+    """A config from flat option names (batch_size, tau_s, device, ... as the artifact records them)."""
+    return FinetuneConfig.from_options(options)
+
+
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
     store = make_store(tmp_path_factory.mktemp("ft") / "features.h5", views=2)
@@ -45,7 +50,7 @@ def allowed(augment: str, classifier: str) -> bool:
 
 
 @pytest.mark.parametrize("augment", AUGMENTERS.names())
-@pytest.mark.parametrize("classifier", CLASSIFIERS)
+@pytest.mark.parametrize("classifier", CLASSIFIERS.names())
 def test_augment_classifier_matrix(augment, classifier):
     if allowed(augment, classifier):
         check_combination(augment, classifier, "linear")
@@ -62,7 +67,7 @@ def test_rescaling_a_cosine_phase1_head_is_refused():
 
 
 def test_fsa_default_run_writes_a_classifier_with_lineage(table_path):
-    out = augment_finetune(table_path, FinetuneConfig(**FAST, eval_every=10))
+    out = augment_finetune(table_path, Config(**FAST, eval_every=10))
     assert out.name == "features.fsa.pt" and out.parent == table_path.parent
     clf, meta = load_classifier(out)
     assert clf.kind == "linear" and meta["method"] == "fsa"
@@ -82,7 +87,7 @@ def test_fsa_default_run_writes_a_classifier_with_lineage(table_path):
 @pytest.mark.parametrize("augment,classifier", [("fsa", "linear"), ("fsa", "crt"), ("cloud", "linear"),
                                                 ("class-balanced", "lws")])
 def test_same_seed_same_classifier_bit_for_bit(table_path, tmp_path, augment, classifier):
-    cfg = FinetuneConfig(augment=augment, classifier=classifier, **FAST)
+    cfg = Config(augment=augment, classifier=classifier, **FAST)
     a, _ = load_classifier(augment_finetune(table_path, cfg, out=tmp_path / "a.pt"))
     b, _ = load_classifier(augment_finetune(table_path, cfg, out=tmp_path / "b.pt"))
     c, _ = load_classifier(augment_finetune(table_path, dataclasses.replace(cfg, seed=1),
@@ -97,7 +102,7 @@ def test_same_seed_same_classifier_bit_for_bit(table_path, tmp_path, augment, cl
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_same_seed_same_classifier_on_cuda(table_path, tmp_path):
-    cfg = FinetuneConfig(**(FAST | {"device": "cuda"}))
+    cfg = Config(**(FAST | {"device": "cuda"}))
     a, _ = load_classifier(augment_finetune(table_path, cfg, out=tmp_path / "a.pt"))
     b, _ = load_classifier(augment_finetune(table_path, cfg, out=tmp_path / "b.pt"))
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
@@ -114,7 +119,7 @@ def test_streamed_maps_give_the_same_classifier(table_path, tmp_path, scratch):
         kind = "MappedSpatial" if scratch else "StoreSpatial"
         assert type(streamed.spatial).__name__ == kind and resident.num_views == 3
         assert not list(tmp_path.iterdir())  # the scratch file is unlinked once mapped
-        cfg = FinetuneConfig(**FAST).resolved(st.rows("train"), 3)
+        cfg = Config(**FAST).resolved(st.rows("train"), 3)
         a, _ = finetune_classifier(resident, phase1, cfg)
         b, _ = finetune_classifier(streamed, phase1, cfg)
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
@@ -168,9 +173,9 @@ def test_threshold_sweep_on_one_bank(table_path):
         phase1 = Classifier.from_store(st)
         bank = load_bank(st, table, device=torch.device("cpu"), spatial=True)
         val = split_features(st, "val")
-        cfg = FinetuneConfig(**FAST).resolved(st.rows("train"), 3)
+        cfg = Config(**FAST).resolved(st.rows("train"), 3)
         rows = sweep_on_val(bank, phase1, cfg, val, tau_s=[0.3, 0.7], tau_g=[0.4])
-        single, _ = finetune_classifier(bank, phase1, dataclasses.replace(cfg, tau_s=0.7, tau_g=0.4))
+        single, _ = finetune_classifier(bank, phase1, cfg.replace(tau_s=0.7, tau_g=0.4))
     assert sorted((r["tau_s"], r["tau_g"]) for r in rows) == [(0.3, 0.4), (0.7, 0.4)]
     assert rows[0]["val_acc"] >= rows[1]["val_acc"]
     assert next(r for r in rows if r["tau_s"] == 0.7)["val_acc"] == accuracy_on(single, *val)
@@ -182,24 +187,24 @@ def test_crt_lws_cloud_kinds_and_what_they_train(table_path):
     store = load_table(table_path)["lineage"]["parents"]["store"]["path"]
     with open_store(store) as st:
         phase1 = Classifier.from_store(st)
-    crt, meta = load_classifier(augment_finetune(table_path, FinetuneConfig(classifier="crt", **FAST)))
+    crt, meta = load_classifier(augment_finetune(table_path, Config(classifier="crt", **FAST)))
     assert crt.kind == "linear" and meta["options"]["augment"] == "class-balanced"
     assert meta["options"]["lr"] == 0.2 and meta["options"]["schedule"] == "cosine"
-    lws, _ = load_classifier(augment_finetune(table_path, FinetuneConfig(classifier="lws", **FAST)))
+    lws, _ = load_classifier(augment_finetune(table_path, Config(classifier="lws", **FAST)))
     assert lws.kind == "lws" and torch.equal(lws.weight, phase1.weight)  # only the scales train
     assert not torch.equal(lws.class_scale, torch.ones(6))
-    cloud, meta = load_classifier(augment_finetune(table_path, FinetuneConfig(augment="cloud", **FAST)))
+    cloud, meta = load_classifier(augment_finetune(table_path, Config(augment="cloud", **FAST)))
     assert cloud.kind == "cosine" and cloud.scale == 16.0 and meta["method"] == "cloud"
 
 
 def test_crt_default_schedule_is_ten_epochs_equivalent():
-    cfg = FinetuneConfig(classifier="crt").resolved(num_train=1000, nf=3)
-    assert (cfg.batch_size, cfg.iterations, cfg.lr, cfg.augment) == (512, 20, 0.2, "class-balanced")
-    cfg = FinetuneConfig().resolved(num_train=1000, nf=2)
+    cfg = Config(classifier="crt").resolved(num_train=1000, nf=3)
+    assert (cfg.batches.batch_size, cfg.iterations, cfg.lr, cfg.augment) == (512, 20, 0.2, "class-balanced")
+    cfg = Config().resolved(num_train=1000, nf=2)
     # Na = 2: 128 holds no whole 2*Nt*(1+Na) batch, so the default is the nearest that does
-    assert (cfg.batch_size, cfg.iterations, cfg.lr, cfg.na, cfg.augment) == (126, 6400, 0.001, 2, "fsa")
-    cfg = FinetuneConfig().resolved(num_train=1000, nf=3)
-    assert (cfg.batch_size, cfg.na) == (128, 3)  # the paper's batch, Na = Nf = 3
+    assert (cfg.batches.batch_size, cfg.iterations, cfg.lr, cfg.batches.na, cfg.augment) == (126, 6400, 0.001, 2, "fsa")
+    cfg = Config().resolved(num_train=1000, nf=3)
+    assert (cfg.batches.batch_size, cfg.batches.na) == (128, 3)  # the paper's batch, Na = Nf = 3
 
 
 def test_margin_logits_widen_only_the_target_angle():
@@ -212,7 +217,7 @@ def test_margin_logits_widen_only_the_target_angle():
 
 
 def test_tau_norm_auto_and_fixed(table_path):
-    clf, meta = load_classifier(augment_finetune(table_path, FinetuneConfig(classifier="tau-norm",
+    clf, meta = load_classifier(augment_finetune(table_path, Config(classifier="tau-norm",
                                                                             device="cpu")))
     assert meta["options"]["tau"] in TAU_GRID and meta["options"]["augment"] == "none"
     best = max(row["val_acc"] for row in meta["history"])
@@ -220,7 +225,7 @@ def test_tau_norm_auto_and_fixed(table_path):
     store = load_table(table_path)["lineage"]["parents"]["store"]["path"]
     with open_store(store) as st:
         w = torch.from_numpy(st.classifier()["weight"])
-    fixed, _ = load_classifier(augment_finetune(table_path, FinetuneConfig(classifier="tau-norm", tau=1.0,
+    fixed, _ = load_classifier(augment_finetune(table_path, Config(classifier="tau-norm", tau=1.0,
                                                                            device="cpu"), force=True))
     assert torch.allclose(fixed.weight, w / w.norm(dim=1, keepdim=True)) and fixed.bias is None
 
@@ -228,13 +233,13 @@ def test_tau_norm_auto_and_fixed(table_path):
 def test_tau_auto_needs_a_validation_split(tmp_path):
     store = make_store(tmp_path / "noval.h5", val_per_class=0)
     with pytest.raises(ConfigError, match="validation split"):
-        augment_finetune(store, FinetuneConfig(classifier="tau-norm", device="cpu"))
+        augment_finetune(store, Config(classifier="tau-norm", device="cpu"))
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_ncm_holds_the_class_means(tmp_path, metric):
     store = make_store(tmp_path / "s.h5")
-    clf, _ = load_classifier(augment_finetune(store, FinetuneConfig(classifier="ncm", ncm_metric=metric,
+    clf, _ = load_classifier(augment_finetune(store, Config(classifier="ncm", ncm_metric=metric,
                                                                     device="cpu")))
     with open_store(store) as st:
         x = torch.from_numpy(st.read("train", "pooled")).double()
@@ -247,10 +252,10 @@ def test_ncm_holds_the_class_means(tmp_path, metric):
 
 def test_a_cosine_phase1_head_stays_cosine(tmp_path):
     store = make_store(tmp_path / "cos.h5", head="cosine")
-    clf, _ = load_classifier(augment_finetune(store, FinetuneConfig(**FAST)))
+    clf, _ = load_classifier(augment_finetune(store, Config(**FAST)))
     assert clf.kind == "cosine" and clf.scale == 16.0
     with pytest.raises(ConfigError, match="linear Phase-I"):
-        augment_finetune(store, FinetuneConfig(classifier="lws", **FAST), force=True)
+        augment_finetune(store, Config(classifier="lws", **FAST), force=True)
 
 
 def test_a_changed_store_is_refused_unless_given(tmp_path):
@@ -261,11 +266,11 @@ def test_a_changed_store_is_refused_unless_given(tmp_path):
     with open(store, "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ArtifactError, match="changed"):
-        augment_finetune(table, FinetuneConfig(**FAST))
-    out = augment_finetune(table, FinetuneConfig(**FAST), store=moved)
+        augment_finetune(table, Config(**FAST))
+    out = augment_finetune(table, Config(**FAST), store=moved)
     assert load_classifier(out)[1]["lineage"]["parents"]["store"]["path"] == str(moved.resolve())
     with pytest.raises(ConfigError, match="already a store"):
-        augment_finetune(moved, FinetuneConfig(**FAST), store=moved)
+        augment_finetune(moved, Config(**FAST), store=moved)
 
 
 def test_cli_from_a_store_builds_the_table_and_says_so(tmp_path):
@@ -299,9 +304,9 @@ def test_cli_bad_options_are_one_clear_line(table_path, tmp_path, args, message)
 @pytest.mark.parametrize("classifier", ["tau-norm", "ncm"])
 def test_finetune_classifier_refuses_what_it_does_not_train(classifier):
     """tau-norm and ncm are made by `fit`; training them on batches would silently be `none`."""
-    from ltkit.finetune import FinetuneConfig, finetune_classifier
+    from ltkit.finetune import finetune_classifier
 
-    cfg = FinetuneConfig(classifier=classifier, augment="none")
+    cfg = Config(classifier=classifier, augment="none")
     with pytest.raises(ConfigError, match="not trained on batches"):
         finetune_classifier(None, None, cfg)
 

@@ -44,8 +44,8 @@ DRAW = "class"
 
 @dataclass
 class AugmentConfig:
-    batch_size: int = 128          # samples per batch; fsa/cloud/none: 2 * Nt * (1 + Na)
-    na: int = 3                    # Na: augmented samples per real tail sample (paper: Na = Nf = 3)
+    batch_size: int | None = 128   # samples per batch; fsa/cloud/none: 2 * Nt * (1 + Na) (None: the stage's default)
+    na: int | None = 3             # Na: augmented samples per real tail sample (paper: Na = Nf = 3; None: the table's Nf)
     tau_s: float = TAU_S           # class-specific locations: CAM > tau_s (strict), in (0, 1)
     tau_g: float = TAU_G           # class-generic locations: CAM < tau_g (strict), in (0, 1)
     gamma_min: float = 0.0         # gamma ~ U(gamma_min, 1): share of class-specific vectors (paper: 0)
@@ -54,13 +54,14 @@ class AugmentConfig:
     use_views: bool = True         # draw a random stored view per image when the store has views
 
     def validate(self) -> None:
-        if self.batch_size < 1:
+        """Checks every option; a None batch size or Na (left to the stage to fill in) passes."""
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
-        if self.na < 1:
+        if self.na is not None and self.na < 1:
             raise ConfigError("--na must be at least 1")
         for name in ("tau_s", "tau_g"):
             value = getattr(self, name)
-            if not 0.0 < value < 1.0:
+            if not 0.0 < value < 1.0:  # NaN fails too
                 raise ConfigError(f"--{name.replace('_', '-')} must lie strictly between 0 and 1 "
                                   f"(CAMs are normalised to [0, 1]), got {value}")
         if not 0.0 <= self.gamma_min < 1.0:

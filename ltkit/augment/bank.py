@@ -203,10 +203,10 @@ def _mapped_spatial(shape, folder, device) -> MappedSpatial | None:
         return None
 
 
-def load_bank(store, table: dict, *, device: torch.device, spatial: bool, use_views: bool = True,
+def load_bank(store, table, *, device: torch.device, spatial: bool, use_views: bool = True,
               resident_bytes: float = 4 * 2**30, scratch: bool = True,
               scratch_dir: str | os.PathLike | None = None) -> FeatureBank:
-    """A bank from an open store and a confusing-class table (as `ltkit.confusing.load_table`).
+    """A bank from an open store and a confusing-class table (a `ltkit.confusing.ConfusingTable`).
 
     ``spatial``: also load CAMs and location vectors (FSA). The vectors are held on ``device``
     (float16) when they take at most ``resident_bytes``; otherwise, with ``scratch``, in a
@@ -255,7 +255,7 @@ def load_bank(store, table: dict, *, device: torch.device, spatial: bool, use_vi
             if mapped is not None:
                 mapped.touched(block.nbytes)
         source = TensorSpatial(locs) if resident else mapped or StoreSpatial(store, rows, device)
-    as_long = lambda key: torch.as_tensor(table[key], dtype=torch.long, device=device)  # noqa: E731
+    as_long = lambda key: torch.as_tensor(getattr(table, key), dtype=torch.long, device=device)  # noqa: E731
     return FeatureBank(labels=labels.to(device), pooled=pooled, head_classes=as_long("head_classes"),
                        tail_classes=as_long("tail_classes"), confusing=as_long("confusing"),
                        num_classes=len(store.class_names), cams=cams, nonzero=nonzero,

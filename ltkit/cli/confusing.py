@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ltkit import console
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Force, Out, Quiet, emit_path, run_stage
 
@@ -25,10 +26,36 @@ def confusing_classes_cmd(
     """Split classes into head and tail; rank each tail class's most confusing classes by the
     mean Phase-I softmax over its training images. Prints the table's path (default:
     <store stem>.table.pt beside the store)."""
-    from ltkit.confusing import ConfusingConfig, build_table
+    from ltkit.confusing import ConfusingConfig, build_table, load_table
 
     def run() -> Path:
         cfg = ConfusingConfig(head_ratio=head_ratio, top=top)
-        return build_table(store, cfg, out=out, force=force, csv_path=csv)
+        path = build_table(store, cfg, out=out, force=force, csv_path=csv)
+        show_table(load_table(path))
+        return path
 
     emit_path(run_stage(run, quiet=quiet, debug=debug))
+
+
+def show_table(table) -> None:
+    """A rich table on stderr: each tail class with its confusing classes and scores."""
+    if console.is_quiet():
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    names = [escape(str(n)) for n in table.class_names]  # shown as text, never as markup
+    counts = table.train_counts
+    head = ", ".join(names[c] for c in table.head_classes.tolist())
+    view = Table(title=f"confusing classes (head ratio {table.head_ratio}: "
+                       f"{len(table.head_classes)} head classes hold "
+                       f"{table.head_fraction:.1%} of the images)")
+    view.add_column("tail class")
+    view.add_column("train", justify="right")
+    for rank in range(table.top):
+        view.add_column(f"#{rank + 1} (score)")
+    for i, c in enumerate(table.tail_classes.tolist()):
+        cells = [f"{names[u]} ({s:.3f})" for u, s in zip(table.confusing[i].tolist(), table.scores[i].tolist())]
+        view.add_row(names[c], str(int(counts[c])), *cells)
+    console.console.print(view)
+    console.console.print(f"head: {head}", soft_wrap=True)  # names escaped above: print as is

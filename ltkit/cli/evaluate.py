@@ -43,7 +43,7 @@ def evaluate_cmd(
     many_threshold: Annotated[int, typer.Option("--many-threshold", help="many: more training images than this.")] = 100,
     few_threshold: Annotated[int, typer.Option("--few-threshold", help="few: fewer training images than this (medium: between, both ends included).")] = 20,
     ece_bins: Annotated[int, typer.Option("--ece-bins", help="Equal-width confidence bins of the expected calibration error.")] = 15,
-    store: Annotated[Optional[str], typer.Option("--store", help="The feature store to use instead of the one in the classifier's lineage.")] = None,
+    store: Annotated[Optional[str], typer.Option("--store", help="The feature store to use instead of the one in the classifier's lineage (one of the same backbone and classes; --force to use another anyway).")] = None,
     table: Annotated[Optional[str], typer.Option("--table", help="Confusing-class table for the FSA head/tail split, instead of the lineage's.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write a report folder: metrics.json, per_class.csv, confusion.csv, summary.md, PNG plots.")] = None,
     device: Device = "auto",
@@ -56,12 +56,12 @@ def evaluate_cmd(
     check_choice(metric, METRICS, "--metric")
     config = EvalConfig(on=on, tau=parse_tau(tau), many_threshold=many_threshold,
                         few_threshold=few_threshold, ece_bins=ece_bins,
-                        retrieval=metric == "retrieval", store=store, table=table, device=device)
+                        retrieval=metric == "retrieval", device=device)
 
     def run() -> dict:
         if report is not None:
             check_report_dir(report, force, (None if source == "-" else source,))  # before the work
-        evaluation = evaluate(source, config)
+        evaluation = evaluate(source, config, store=store, table=table, force=force)
         print_summary(evaluation.result, split)
         if report is not None:
             console.log(f"report: {write_report(evaluation, report, force=force)}")

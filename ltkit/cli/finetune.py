@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
-from ltkit.augment import AUGMENTERS
+from ltkit.augment import AUGMENTERS, DRAW, TAU_G, TAU_S
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, emit_path, run_stage
-from ltkit.finetune import CLASSIFIERS
-from ltkit.augment import DRAW, TAU_G, TAU_S
+from ltkit.errors import ConfigError
+from ltkit.methods import CLASSIFIERS
 
 
 def parse_tau(text: str) -> Optional[float]:
+    """--tau: a number, or auto (None); anything else is one line, exit 2."""
     if text == "auto":
         return None
     try:
         return float(text)
     except ValueError:
-        raise typer.BadParameter(f"--tau must be a number or auto, got {text!r}") from None
+        raise ConfigError(f"--tau must be a number or auto, got {text!r}") from None
+
+
+def parse_method_options(pairs: list[str]) -> dict[str, Any]:
+    """--method-option NAME=VALUE, repeated -> {NAME: VALUE} (numbers as numbers)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--method-option takes NAME=VALUE, got {pair!r}")
+        try:
+            out[name] = int(text) if text.lstrip("-").isdigit() else float(text)
+        except ValueError:
+            out[name] = text
+    return out
 
 
 @app.command("augment-finetune")
 def augment_finetune_cmd(
     source: Annotated[str, typer.Argument(help="Confusing-class table, or a feature store (its table is built with the defaults), or - to read the path from stdin.")],
     augment: Annotated[str, typer.Option("--augment", help=f"Batches: {', '.join(AUGMENTERS.names())}; auto: fsa for linear, class-balanced for crt/lws, none for tau-norm/ncm.")] = "auto",
-    classifier: Annotated[str, typer.Option("--classifier", help=f"Classifier: {', '.join(CLASSIFIERS)}.")] = "linear",
+    classifier: Annotated[str, typer.Option("--classifier", help=f"Classifier: {', '.join(CLASSIFIERS.names())}.")] = "linear",
     iterations: Annotated[Optional[int], typer.Option("--iterations", help="SGD steps (default 6400 for linear; 10 epochs-equivalent for crt/lws).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 0.001 for linear, 0.2 for crt/lws).")] = None,
     schedule: Annotated[Optional[str], typer.Option("--schedule", help="constant or cosine (default constant for linear, cosine for crt/lws).")] = None,
@@ -45,6 +60,7 @@ def augment_finetune_cmd(
     scale: Annotated[float, typer.Option("--scale", help="cloud: cosine logit scale (a cosine Phase-I head keeps its own).")] = 16.0,
     tau: Annotated[str, typer.Option("--tau", help="tau-norm: exponent, or auto to pick it on the validation split.")] = "auto",
     ncm_metric: Annotated[str, typer.Option("--ncm-metric", help="ncm: cosine or l2.")] = "cosine",
+    method_option: Annotated[Optional[List[str]], typer.Option("--method-option", help="NAME=VALUE: an option of the chosen classifier method itself (repeat for several).")] = None,
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Validation accuracy every N iterations (0: only at the end).")] = 0,
     resident_gib: Annotated[float, typer.Option("--resident-gib", help="Keep spatial maps on the device up to this size; larger ones go to a mapped scratch copy (bounded memory).")] = 4.0,
     scratch_dir: Annotated[Optional[str], typer.Option("--scratch-dir", help="Folder of that scratch copy (default: the store's; as large as the maps, deleted on exit).")] = None,
@@ -60,16 +76,19 @@ def augment_finetune_cmd(
     """Fine-tune the classifier on cached features (FSA by default) or re-balance it (cRT,
     LWS, tau-norm, NCM). Prints the classifier's path (default: beside the table, named
     after the method)."""
+    from ltkit.augment import AugmentConfig
     from ltkit.finetune import FinetuneConfig, augment_finetune
+    from ltkit.runoptions import RunOptions
 
     def run() -> Path:
+        batches = AugmentConfig(batch_size=batch_size, na=na, tau_s=tau_s, tau_g=tau_g, gamma_min=gamma_min,
+                                tail_draw=tail_draw, head_draw=head_draw, use_views=views)
+        how = RunOptions(device=device, threads=threads, eval_every=eval_every, resident_gib=resident_gib,
+                         scratch_dir=scratch_dir)
         cfg = FinetuneConfig(augment=augment, classifier=classifier, iterations=iterations, lr=lr,
-                             schedule=schedule, momentum=momentum, weight_decay=weight_decay,
-                             batch_size=batch_size, na=na, tau_s=tau_s, tau_g=tau_g,
-                             gamma_min=gamma_min, tail_draw=tail_draw, head_draw=head_draw, views=views,
+                             schedule=schedule, momentum=momentum, weight_decay=weight_decay, batches=batches,
                              margin=margin, scale=scale, tau=parse_tau(tau), ncm_metric=ncm_metric,
-                             eval_every=eval_every, resident_gib=resident_gib, scratch_dir=scratch_dir, threads=threads, seed=seed,
-                             device=device)
+                             method_options=parse_method_options(method_option or []), seed=seed, run=how)
         return augment_finetune(source, cfg, out=out, force=force, store=store)
 
     emit_path(run_stage(run, quiet=quiet, debug=debug))

@@ -1,0 +1,108 @@
+"""Phase-II classifier methods, one registered class per method (`CLASSIFIERS`).
+
+A method says how its classifier is made from the cache, what it needs, which augmenters it
+combines with and which defaults it trains with; `ltkit.finetune` runs the stage around it.
+Two kinds:
+
+- trained (``trains = True``): `initial` gives the classifier to train and its trained
+  parameters; the stage's SGD loop trains them on an augmenter's batches with the method's
+  ``schedule`` (`PAPER` or `KANG`) unless options say otherwise;
+- training-free (``trains = False``): `make` builds the classifier from the store (and the
+  validation split) directly; it takes ``--augment none`` only, and no confusing-class table.
+
+A new method is one new module in this package that subclasses `Method` and registers itself
+with ``@CLASSIFIERS.register(NAME)``; its own options (``options``: name -> default) are given
+as ``--method-option NAME=VALUE`` and reach it as ``cfg.method_options``. The tests are
+parametrised over the registry.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any, ClassVar
+
+import torch
+
+from ltkit.errors import ConfigError
+from ltkit.registry import Registry
+
+# Default schedules. PAPER: Chu et al.'s fine-tuning (lr 0.001 fixed, 6400 iterations, batch
+# 128). KANG: Kang et al.'s decoupled re-training (batch 512, lr 0.2 cosine to 0, 10
+# epochs-equivalent: ceil(10 * N / batch) iterations).
+PAPER = {"iterations": 6400, "lr": 0.001, "batch_size": 128, "schedule": "constant"}
+KANG = {"epochs": 10, "lr": 0.2, "batch_size": 512, "schedule": "cosine"}
+
+
+@dataclass
+class FitInputs:
+    """What a training-free method may build its classifier from (`Method.make`)."""
+
+    store: Any                 # the open feature store
+    phase1: Any                # the store's Phase-I `Classifier`
+    cfg: Any                   # the resolved `FinetuneConfig`
+    device: torch.device
+    val: tuple[torch.Tensor, torch.Tensor] | None  # validation (pooled (N, C), labels (N,)), if any
+
+
+class Method:
+    """One Phase-II classifier method; subclasses set the class attributes they change."""
+
+    name: ClassVar[str] = ""
+    trains: ClassVar[bool] = True              # trained on batches (False: `make` builds it)
+    default_augment: ClassVar[str] = "class-balanced"  # what --augment auto means for it
+    takes_cosine: ClassVar[bool] = False       # can train the cosine head a needs_cosine augmenter asks for
+    phase1_kinds: ClassVar[tuple[str, ...] | None] = None  # Phase-I kinds it works from (None: any)
+    schedule: ClassVar[dict[str, Any]] = KANG  # its defaults: lr, batch_size, schedule, iterations | epochs
+    options: ClassVar[dict[str, Any]] = {}     # its own options, name -> default (--method-option)
+
+    def method_name(self, augment: str) -> str:
+        """The run's name (file names, reports): ``AUGMENT-NAME`` unless the method says otherwise."""
+        return f"{augment}-{self.name}"
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """ConfigError when one of its own options cannot work (names are checked already)."""
+
+    def initial(self, phase1, cfg, *, cosine: bool, generator: torch.Generator):
+        """(classifier to train, its trained parameters), for a trained method."""
+        raise NotImplementedError
+
+    def make(self, inputs: FitInputs):
+        """(classifier, history, cfg with what was chosen filled in), for a training-free method."""
+        raise NotImplementedError
+
+
+CLASSIFIERS: Registry[type[Method]] = Registry("classifier")
+
+
+def get_method(name: str) -> Method:
+    return CLASSIFIERS.get(name)()
+
+
+def training_free() -> tuple[str, ...]:
+    """The names of the methods that train nothing (they take --augment none only)."""
+    return tuple(name for name, cls in CLASSIFIERS.items() if not cls.trains)
+
+
+def check_combination(augment: str, classifier: str, phase1_kind: str) -> None:
+    """Refuse an augmenter / classifier pair (or a Phase-I kind) that cannot work, saying what would."""
+    from ltkit.augment import AUGMENTERS
+
+    method, aug = CLASSIFIERS.get(classifier), AUGMENTERS.get(augment)
+    if not method.trains and augment != "none":
+        raise ConfigError(f"--classifier {classifier} needs no training batches, so --augment "
+                          f"{augment} would do nothing; use --augment none (or leave it out)")
+    if aug.needs_cosine and not method.takes_cosine:
+        takers = " or ".join(n for n, c in CLASSIFIERS.items() if c.takes_cosine)
+        raise ConfigError(f"--augment {augment} trains a cosine classifier with an angular margin: "
+                          f"use it with --classifier {takers}, not {classifier}")
+    if method.phase1_kinds is not None and phase1_kind not in method.phase1_kinds:
+        fits = ", ".join(n for n, c in CLASSIFIERS.items() if c.phase1_kinds is None or phase1_kind in c.phase1_kinds)
+        raise ConfigError(f"--classifier {classifier} rescales a {' or '.join(method.phase1_kinds)} Phase-I "
+                          f"classifier; this store's is {phase1_kind}: use {fits}")
+
+
+# Register every method module of this package (each adds itself to CLASSIFIERS on import).
+for _module in pkgutil.iter_modules(__path__):
+    import_module(f"{__name__}.{_module.name}")
