@@ -150,8 +150,8 @@ def child_finetune(store: str, table: str, resident_bytes: float, iterations: in
         bank = load_bank(st, tab, device=device, spatial=True, resident_bytes=resident_bytes)
         load_s = time.perf_counter() - start
         phase1 = Classifier.from_store(st)
-        cfg = FinetuneConfig(augment="fsa", classifier="linear", iterations=iterations,
-                             device="cpu").resolved(st.rows("train"), int(tab["top"]))
+        cfg = FinetuneConfig.from_options(dict(augment="fsa", classifier="linear", iterations=iterations,
+                                               device="cpu")).resolved(st.rows("train"), int(tab["top"]))
         finetune_classifier(bank, phase1, dataclasses.replace(cfg, iterations=5))  # warm-up
         rates = []
         for r in range(rounds):  # best of a few rounds: robust to a busy machine
@@ -183,8 +183,8 @@ def child_side_by_side(big: str, big_table: str, small: str, small_table: str, r
                                       ("in_memory", ss, small_table, 64 * GIB)):
             tab = load_table(tab)
             bank = load_bank(st, tab, device=torch.device("cpu"), spatial=True, resident_bytes=budget)
-            cfg = FinetuneConfig(augment="fsa", classifier="linear", iterations=iterations,
-                                 device="cpu").resolved(st.rows("train"), int(tab["top"]))
+            cfg = FinetuneConfig.from_options(dict(augment="fsa", classifier="linear", iterations=iterations,
+                                                   device="cpu")).resolved(st.rows("train"), int(tab["top"]))
             phase1 = Classifier.from_store(st)
             finetune_classifier(bank, phase1, dataclasses.replace(cfg, iterations=5))  # warm-up
             runs[name] = (bank, phase1, cfg)

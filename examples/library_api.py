@@ -22,6 +22,7 @@ from ltkit.data import DatasetSpec
 from ltkit.evaluate import EvalConfig, evaluate
 from ltkit.extract import ExtractConfig, extract
 from ltkit.finetune import FinetuneConfig, augment_finetune
+from ltkit.runoptions import RunOptions
 from ltkit.train import TrainConfig, train_backbone
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     # 4. Phase II from the cache: FSA (Algorithm 1) and its "no augmentation" baseline
     runs: dict[str, Path] = {"phase1": store}
     for method in ("fsa", "none"):
-        cfg = FinetuneConfig(augment=method, iterations=args.iterations, device=args.device)
+        cfg = FinetuneConfig(augment=method, iterations=args.iterations, run=RunOptions(device=args.device))
         runs[method] = augment_finetune(table, cfg, out=out / f"{method}.pt")
     # 5. measure on the balanced test split
     results = {name: evaluate(path, EvalConfig(on="test", device=args.device)).result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,14 +22,16 @@ from rich.table import Table
 from ltkit import console
 from ltkit.artifacts import resolve_input
 from ltkit.errors import ConfigError
-from ltkit.evaluate import EvalConfig, artifact_kind, evaluate, load_evaluation
+from ltkit.evaluate import EvalConfig, artifact_kind, evaluate, load_evaluation, parse_evaluation
+from ltkit.runoptions import RUN_FIELDS
 
 FORMATS = ("table", "markdown", "csv")
 COLUMNS = ("overall", "many", "medium", "few", "tail", "balanced")
 MAX_OPTIONS = 6  # options shown per run; the rest are elided
-# recorded beside the options but not what makes a run: where it ran, and measured values
-NOT_OPTIONS = {"device", "workers", "resident_gib", "eval_every", "quiet", "debug", "force", "out",
-               "request"}  # request: the options as asked, kept for reruns; the resolved ones show
+# recorded beside the options but not what makes a run: how it ran (RunOptions, as a "run"
+# group or, in artifacts of before, flat), and "request" (the options as asked, kept for
+# reruns; the resolved ones show)
+NOT_OPTIONS = RUN_FIELDS | {"run", "request"}
 
 
 @dataclass
@@ -40,7 +43,18 @@ class Row:
 
 
 def load_run(path: str | Path, config: EvalConfig | None = None) -> tuple[str, dict[str, Any]]:
-    """(run name, evaluation): a JSON as is (named by its file), an artifact evaluated here."""
+    """(run name, evaluation): a JSON as is (named by its file), an artifact evaluated here.
+    ``-``: stdin holds the evaluation JSON itself (``ltkit evaluate ... | ltkit compare - ...``)
+    or the path of a run."""
+    if str(path) == "-":
+        text = sys.stdin.read()
+        if text.lstrip().startswith(("{", "[")):
+            return "stdin", parse_evaluation(text, "the evaluation on stdin")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise ConfigError("run '-' means read an evaluation JSON (or a path) from stdin, but stdin "
+                              "was empty; pipe ltkit evaluate's output in, or give the path")
+        path = lines[-1]
     resolved = resolve_input(path)
     if artifact_kind(resolved) == "json":
         return resolved.stem, load_evaluation(resolved)
