@@ -31,6 +31,7 @@ FORMAT_VERSION = 1
 KINDS = ("linear", "cosine", "lws", "ncm")
 TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # tau-normalisation exponents: 0.0 .. 2.0
 NCM_METRICS = ("cosine", "l2")
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 class Classifier(nn.Module):
@@ -153,12 +154,16 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
 
 
 def _meta_problem(obj: dict[str, Any]) -> str | None:
-    """What is wrong with a classifier artifact's method, options or history, or None."""
-    if not isinstance(obj.get("method", ""), str):
+    """What is wrong with a classifier artifact's method, options, history or recorded store
+    identity, or None."""
+    if not isinstance(obj.get("method"), str):
         return "its method is not a name"
-    if not isinstance(obj.get("options", {}), dict):
+    if not isinstance(obj.get("options"), dict):
         return "its options are not a record"
-    history = obj.get("history", [])
+    identity = obj["lineage"].get("store_identity")
+    if identity is not None and not (isinstance(identity, dict) and all(isinstance(k, str) for k in identity)):
+        return "its store identity is not a record"
+    history = obj.get("history")
     if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
         return "its history is not a list of records"
     return None
@@ -184,13 +189,13 @@ def _state_problem(state: Any) -> str | None:
     tensors = [t for t in (weight, state.get("bias"), state.get("class_scale")) if t is not None]
     if not all(t.is_floating_point() for t in tensors):
         return "its weights are not floating-point numbers"
-    if not all(bool(torch.isfinite(t.float()).all()) for t in tensors):  # float32: as it computes
+    if not all(bool(torch.isfinite(t.float()).all()) for t in tensors):  # in float32, as it computes
         return "it holds NaN or infinite values"
     scale = state.get("scale")
     if scale is not None:
         if isinstance(scale, bool) or not isinstance(scale, (int, float)):
             return "its scale is not a number"
-        if not (math.isfinite(scale) and scale > 0):
+        if not (math.isfinite(scale) and 0 < scale < FLOAT32_MAX):
             return f"its cosine scale is {scale}, not a finite number > 0"
     if state["kind"] == "cosine" and scale is None:
         return "a cosine classifier without its scale"

@@ -301,6 +301,8 @@ class ConfusingTable:
             return f"its scores are not a ({T}, {self.top}) table of numbers"
         if not bool((torch.isfinite(scores) & (scores >= 0) & (scores <= 1)).all()):
             return "its scores are not all in [0, 1]"
+        if not bool((scores[:, :-1] >= scores[:, 1:]).all()):
+            return "its scores are not ranked, most confusing first"
         held = float(counts[self.head_classes].sum()) / max(float(counts.sum()), 1.0)
         if not (isinstance(self.head_fraction, float) and math.isclose(self.head_fraction, held, abs_tol=1e-6)):
             return "its head fraction is not what its head holds"
@@ -308,8 +310,8 @@ class ConfusingTable:
         if problem or "store" not in self.lineage.get("parents", {}) or \
                 not isinstance(self.lineage.get("options", {}), dict):
             return problem or "its lineage names no store"
-        if not isinstance(self.versions, dict):
-            return "its versions are not a record"
+        if not (isinstance(self.versions, dict) and all(isinstance(v, str) for v in self.versions.values())):
+            return "its versions are not a record of version strings"
         return None
 
     def check_store(self, st) -> None:

@@ -114,7 +114,7 @@ def evaluate(source: str | Path, config: EvalConfig, *, store: str | Path | None
         _check_fits(clf, st, config.on)
         if run["store"]["via"] == "option" and run["source"]["kind"] == "classifier":
             _check_store_identity(st, identity, force)
-        head_tail = _head_tail(run, len(st.class_names))
+        head_tail = _head_tail(run, st)
         kind = clf.kind  # before tau-normalisation, which makes any linear / LWS one linear
         clf, tau_info = _apply_tau(clf, st, config, device)
         logits, labels = _logits(clf, st, config.on, config.chunk_rows, device)
@@ -185,7 +185,7 @@ def _check_store_identity(st, recorded: dict | None, force: bool) -> None:
     if not differs:
         return
     what = (f"the store {st.path} is not like the one the classifier was made from: its "
-            f"{', '.join(differs)} differ")
+            f"{', '.join(differs)} {'differs' if len(differs) == 1 else 'differ'}")
     if not force:
         raise ArtifactError(f"{what}; give the classifier's own store, or pass --force to evaluate on this one anyway")
     console.warn(f"{what}; evaluating anyway (--force): the numbers may mean nothing")
@@ -216,7 +216,7 @@ def _check_fits(clf: Classifier, st, split: str) -> None:
                             "classes; give the store it was made from with --store")
 
 
-def _head_tail(run: dict, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _head_tail(run: dict, st) -> tuple[np.ndarray, np.ndarray] | None:
     """The FSA head / tail classes from the confusing-class table, when there is one."""
     ref = run["table"]
     if ref is None:
@@ -230,9 +230,10 @@ def _head_tail(run: dict, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         raise ArtifactError(f"the table {ref['path']} changed since the classifier was made from "
                             "it (hash differs); pass it with --table to use it anyway")
     table = load_table(ref["path"])
-    if len(table.class_names) != k:
+    if len(table.class_names) != len(st.class_names):
         raise ArtifactError(f"the table {ref['path']} is for {len(table.class_names)} classes, "
-                            f"the store has {k}; give the matching table with --table")
+                            f"the store has {len(st.class_names)}; give the matching table with --table")
+    table.check_store(st)
     return np.asarray(table.head_classes, dtype=np.int64), np.asarray(table.tail_classes, dtype=np.int64)
 
 
