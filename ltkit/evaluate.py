@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from ltkit import __version__, console
-from ltkit.artifacts import file_sha256, resolve_input
+from ltkit.artifacts import resolve_input
 from ltkit.classifiers import TAU_GRID, Classifier, load_classifier, pick_tau
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError, DataError, LtkitError
-from ltkit.lineage import Parent, identity_diff, parent, store_identity
+from ltkit.lineage import Parent, identity_diff, parent, parent_change, store_identity
 from ltkit.metrics import (ECE_BINS, FEW_THRESHOLD, MANY_THRESHOLD,
                            check_thresholds, measure, retrieval_scores,
                            retrieval_summary)
@@ -103,7 +103,6 @@ def evaluate(source: str | Path, config: EvalConfig, *, store: str | Path | None
     clf, run, identity = _load_source(path, input_kind, store, table)
     device = resolve_device(config.device)
     with open_store(run["store"]["path"]) as st:
-        _check_parent_hash(st, run)
         if config.on not in st.splits:
             raise DataError(f"the store {st.path} has no {config.on!r} split "
                             f"(it has {', '.join(st.splits)}); choose --on from those")
@@ -146,10 +145,11 @@ def _load_source(path: Path, kind: str, store: str | Path | None, table: str | P
     if store is not None:
         ref = {"path": str(resolve_input(store).resolve()), "sha256": None, "via": "option"}
     elif recorded is not None:
+        change = parent_change(recorded)  # gone, or another content: refused, --store to override
+        if change:
+            raise ArtifactError(f"the classifier {path.name}: {change}; pass the store with --store "
+                                "to use it anyway")
         ref = {"path": str(recorded.path), "sha256": recorded.sha256, "via": "lineage"}
-        if not recorded.path.exists():
-            raise ArtifactError(f"the classifier's store {recorded.path} is gone; give the store "
-                                "with --store")
     else:
         raise ArtifactError(f"{path} names no store in its lineage; give it with --store")
     identity = lineage.get("store_identity")
@@ -199,15 +199,6 @@ def _table_ref(recorded: Parent | None, table: str | Path | None) -> dict | None
     return {"path": str(recorded.path), "sha256": recorded.sha256, "via": "lineage"}
 
 
-def _check_parent_hash(st, run: dict) -> None:
-    store = run["store"]
-    if store["via"] != "lineage" or not store["sha256"]:
-        return
-    if st.sha256() != store["sha256"]:
-        raise ArtifactError(f"the store {store['path']} changed since the classifier was made "
-                            "from it (hash differs); pass it with --store to use it anyway")
-
-
 def _check_fits(clf: Classifier, st, split: str) -> None:
     k, c = len(st.class_names), st.shape(split, "pooled")[1]
     if clf.num_classes != k or clf.feature_dim != c:
@@ -223,12 +214,10 @@ def _head_tail(run: dict, st) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     from ltkit.confusing import load_table
 
-    if not Path(ref["path"]).exists():
-        raise ArtifactError(f"the classifier's confusing-class table {ref['path']} is gone; give "
-                            "one with --table")
-    if ref["via"] == "lineage" and ref["sha256"] and file_sha256(ref["path"]) != ref["sha256"]:
-        raise ArtifactError(f"the table {ref['path']} changed since the classifier was made from "
-                            "it (hash differs); pass it with --table to use it anyway")
+    change = parent_change(Parent("table", Path(ref["path"]), ref["sha256"] if ref["via"] == "lineage" else None))
+    if change:  # gone, or (from the lineage) another content
+        raise ArtifactError(f"the classifier's confusing-class table: {change}; pass one with --table "
+                            "to use it anyway")
     table = load_table(ref["path"])
     if len(table.class_names) != len(st.class_names):
         raise ArtifactError(f"the table {ref['path']} is for {len(table.class_names)} classes, "

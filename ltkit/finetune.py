@@ -42,7 +42,7 @@ from ltkit.classifiers import NCM_METRICS, TAU_GRID, Classifier, load_classifier
 from ltkit.confusing import ConfusingTable, load_table, save_table, table_for_store, table_store_path
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
-from ltkit.lineage import parent, store_identity
+from ltkit.lineage import parent, parent_change, store_identity
 from ltkit.methods import CLASSIFIERS, FitInputs, check_combination, get_method, training_free  # noqa: F401
 from ltkit.methods.ncm import ncm_classifier  # noqa: F401  (the library API of before)
 from ltkit.methods.tau_norm import tau_normalized  # noqa: F401
@@ -357,8 +357,7 @@ def _request_differs(path: Path, request: dict[str, Any], parents: dict[str, Pat
         return (f"was made from a {' and a '.join(sorted(saved))}, not a "
                 f"{' and a '.join(sorted(parents))}")
     for role, p in parents.items():
-        recorded = parent(meta["lineage"], role, owner=path)
-        if not Path(p).is_file() or recorded.sha256 != file_sha256(p):
+        if parent_change(parent(meta["lineage"], role, owner=path), p):
             return f"was made from another version of its {role} {p} (the hash differs)"
     return other_options(option_diff(result_options(meta["options"].get("request") or {}), request))
 
