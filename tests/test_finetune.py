@@ -350,3 +350,85 @@ def test_eval_every_without_a_validation_split_warns(tmp_path):
                      "--eval-every", "2", "--device", "cpu", "--out", str(tmp_path / "c.pt"))
     assert result.exit_code == 0, result.stderr
     assert "--eval-every 2" in result.stderr and "no validation split" in result.stderr
+
+
+# ---- the registry of methods, and artifacts of before ------------------------------------------
+
+@pytest.mark.parametrize("classifier", CLASSIFIERS.names())
+def test_every_registered_method_makes_an_artifact_evaluate_reads(table_path, tmp_path, classifier):
+    from ltkit.evaluate import EvalConfig, evaluate
+    from ltkit.methods import get_method
+
+    method = get_method(classifier)
+    out = augment_finetune(table_path, Config(classifier=classifier, **FAST), out=tmp_path / "c.pt")
+    clf, meta = load_classifier(out)
+    assert meta["method"] == method.method_name(method.default_augment)
+    assert meta["options"]["augment"] == method.default_augment and meta["options"]["run"]["device"] == "cpu"
+    assert (meta["history"] != []) == (method.trains or classifier == "tau-norm")  # tau-norm: its tau curve
+    assert evaluate(out, EvalConfig(device="cpu")).result["method"] == meta["method"]
+
+
+def test_a_new_method_is_one_registered_class(table_path, tmp_path, monkeypatch):
+    """What a new module of ltkit/methods does: subclass Method, register a name, declare its
+    own options; the stage, the CLI (--classifier, --method-option) and evaluate take it."""
+    from ltkit.methods import FitInputs, Method
+
+    class PriorShift(Method):  # the Phase-I classifier with its logits shifted by a log prior
+        name, trains, default_augment, options = "prior-shift", False, "none", {"strength": 1.0}
+
+        def method_name(self, augment):
+            return self.name
+
+        def check_options(self, options):
+            if options["strength"] < 0:
+                raise ConfigError("--method-option strength must be >= 0")
+
+        def make(self, inputs: FitInputs):
+            counts = torch.as_tensor(inputs.store.train_counts, dtype=torch.float32)
+            shift = inputs.cfg.method_options["strength"] * counts.log()
+            return Classifier("linear", inputs.phase1.weight, inputs.phase1.bias - shift), [], inputs.cfg
+
+    monkeypatch.setitem(CLASSIFIERS._items, "prior-shift", PriorShift)
+    out = tmp_path / "p.pt"
+    result = run_cli("augment-finetune", str(table_path), "--classifier", "prior-shift", "--method-option",
+                     "strength=0.5", "--device", "cpu", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    _, meta = load_classifier(out)
+    assert meta["method"] == "prior-shift" and meta["options"]["method_options"] == {"strength": 0.5}
+    again = run_cli("augment-finetune", str(table_path), "--classifier", "prior-shift", "--method-option",
+                    "strength=0.5", "--device", "cpu", "--out", str(out))
+    assert again.exit_code == 0 and "reusing" in again.stderr
+    bad = run_cli("augment-finetune", str(table_path), "--classifier", "prior-shift", "--method-option",
+                  "strength=-1", "--device", "cpu", "--out", str(tmp_path / "q.pt"))
+    assert bad.exit_code == 2 and "strength must be >= 0" in bad.stderr
+    assert run_cli("evaluate", str(out), "--device", "cpu", "-q").exit_code == 0
+
+
+def test_an_artifact_of_before_is_recognised_on_a_rerun(table_path, tmp_path):
+    """Classifiers written before the options were nested kept every option flat (device,
+    threads, ... among them) and recorded no store identity: a rerun with the same options
+    reuses them, and compare shows no device column."""
+    from ltkit.compare import flat_options
+    from ltkit.runoptions import RUN_FIELDS
+
+    out = augment_finetune(table_path, Config(**FAST), out=tmp_path / "c.pt")
+    obj = torch.load(out, weights_only=True)
+    run_options = obj["options"].pop("run")
+    obj["options"] |= run_options  # flat, as before
+    del obj["lineage"]["store_identity"]
+    torch.save(obj, out)
+    again = run_cli("augment-finetune", str(table_path), "--iterations", "20", "--batch-size", "32",
+                    "--device", "cpu", "--threads", "2", "--out", str(out))
+    assert again.exit_code == 0 and "reusing" in again.stderr, again.stderr
+    shown = flat_options({"options": obj["options"]})
+    assert not set(shown) & RUN_FIELDS and shown["tau_s"] == "0.5"
+    assert Config(**obj["options"]["request"]).to_options() == obj["options"]["request"]
+
+
+def test_flat_options_round_trip():
+    cfg = Config(augment="fsa", tau_s=0.7, views=False, batch_size=64, device="cpu", eval_every=5)
+    assert cfg.batches.tau_s == 0.7 and cfg.batches.use_views is False and cfg.run.eval_every == 5
+    assert Config(**cfg.to_options(), device="cpu", eval_every=5) == cfg
+    assert cfg.replace(tau_g=0.2).batches.tau_g == 0.2 and cfg.replace(tau_g=0.2).run.device == "cpu"
+    with pytest.raises(ConfigError, match="colour: not a fine-tuning option"):
+        Config(colour=1)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ltkit.augment.bank import VIEWS_SPLIT
 from ltkit.classifiers import Classifier
-from ltkit.methods import CLASSIFIERS, FitInputs, Method
+from ltkit.methods import CLASSIFIERS, PAPER, FitInputs, Method
 
 
 @CLASSIFIERS.register("ncm")
@@ -18,6 +18,7 @@ class NearestClassMean(Method):
     name = "ncm"
     trains = False
     default_augment = "none"
+    schedule = PAPER  # unused (nothing trains); the defaults its artifacts have always recorded
 
     def method_name(self, augment: str) -> str:
         return self.name

@@ -10,7 +10,7 @@ import dataclasses
 
 from ltkit.classifiers import TAU_GRID, pick_tau
 from ltkit.errors import ConfigError
-from ltkit.methods import CLASSIFIERS, FitInputs, Method
+from ltkit.methods import CLASSIFIERS, PAPER, FitInputs, Method
 
 
 @CLASSIFIERS.register("tau-norm")
@@ -18,6 +18,7 @@ class TauNormalisation(Method):
     name = "tau-norm"
     trains = False
     default_augment = "none"
+    schedule = PAPER  # unused (nothing trains); the defaults its artifacts have always recorded
     phase1_kinds = ("linear",)
 
     def method_name(self, augment: str) -> str:
