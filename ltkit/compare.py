@@ -23,6 +23,7 @@ from ltkit import console
 from ltkit.artifacts import resolve_input
 from ltkit.errors import ConfigError
 from ltkit.evaluate import EvalConfig, artifact_kind, evaluate, load_evaluation, parse_evaluation
+from ltkit.registry import check_choice
 from ltkit.runoptions import RUN_FIELDS
 
 FORMATS = ("table", "markdown", "csv")
@@ -137,8 +138,7 @@ def _cell(row: Row, first: Row, column: str, best: float | None, mark: str) -> s
 
 def render(rows: Sequence[Row], fmt: str = "table") -> str:
     """The comparison as a text table (rich, best marked *), Markdown (best bold) or CSV."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    check_choice(fmt, FORMATS, "--format")
     best = best_values(rows)
     heads = ["run", "method", "options", *(f"{c} %" for c in COLUMNS)]
     if fmt == "csv":
@@ -190,8 +190,7 @@ def check_comparable(results: Sequence[dict[str, Any]]) -> None:
 def compare(paths: Sequence[str | Path], *, fmt: str = "table",
             config: EvalConfig | None = None) -> str:
     """Load (or evaluate) every run and render the comparison."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    check_choice(fmt, FORMATS, "--format")
     if not paths:
         raise ConfigError("compare needs at least one run: evaluation JSONs, classifiers or stores")
     if sum(str(p) == "-" for p in paths) > 1:

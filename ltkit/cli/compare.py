@@ -22,8 +22,6 @@ def compare_cmd(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"--format {fmt!r}: valid choices are {', '.join(FORMATS)}")
     text = run_stage(lambda: compare(runs, fmt=fmt, config=EvalConfig(device=device)),
                      quiet=quiet, debug=debug)
     typer.echo(text)

@@ -11,6 +11,7 @@ from ltkit import console
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Force, Quiet, emit_json, run_stage
 from ltkit.evaluate import EVAL_SPLITS, EvalConfig, evaluate
+from ltkit.registry import check_choice
 from ltkit.report import SUMMARY_SPLITS, check_report_dir, print_summary, write_report
 
 METRICS = ("accuracy", "retrieval")
@@ -23,12 +24,6 @@ def parse_tau(text: Optional[str]) -> float | str | None:
         return float(text)
     except ValueError:
         raise typer.BadParameter(f"--tau takes a number (e.g. 1.0) or 'auto', got {text!r}") from None
-
-
-def check_choice(value: str, valid: tuple[str, ...], option: str) -> str:
-    if value not in valid:
-        raise typer.BadParameter(f"{option} {value!r}: valid choices are {', '.join(valid)}")
-    return value
 
 
 @app.command("evaluate", help="Measure a classifier on the store's pooled features: top-1/top-5, "
@@ -51,14 +46,14 @@ def evaluate_cmd(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    check_choice(on, EVAL_SPLITS, "--on")
-    check_choice(split, SUMMARY_SPLITS, "--split")
-    check_choice(metric, METRICS, "--metric")
     config = EvalConfig(on=on, tau=parse_tau(tau), many_threshold=many_threshold,
                         few_threshold=few_threshold, ece_bins=ece_bins,
                         retrieval=metric == "retrieval", device=device)
 
     def run() -> dict:
+        check_choice(on, EVAL_SPLITS, "--on")
+        check_choice(split, SUMMARY_SPLITS, "--split")
+        check_choice(metric, METRICS, "--metric")
         if report is not None:
             check_report_dir(report, force, (None if source == "-" else source,))  # before the work
         evaluation = evaluate(source, config, store=store, table=table, force=force)
