@@ -24,6 +24,7 @@ from torch import nn
 
 from ltkit.artifacts import load_torch_artifact, save_torch_artifact
 from ltkit.errors import ArtifactError, ConfigError
+from ltkit.lineage import lineage_problem
 from ltkit.metrics import balanced_accuracy, per_class_accuracy
 
 FORMAT = "ltkit-classifier"
@@ -138,8 +139,6 @@ def save_classifier(path: str | Path, clf: Classifier, *, method: str, lineage: 
 def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     """A classifier artifact's classifier and its metadata (method, options, lineage, history),
     validated: a damaged or doctored file is one `ArtifactError`, never a crash later."""
-    from ltkit.lineage import lineage_problem
-
     obj = load_torch_artifact(path, FORMAT)
     if obj.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{path} is a classifier of format version {obj.get('format_version')!r}; "
