@@ -8,13 +8,17 @@ Every Phase-II result maps pooled features ``(B, C)`` to logits ``(B, K)``:
 - ``lws``: ``class_scale * (x @ W.T + b)``, one learned scale per class (Kang et al.);
 - ``ncm``: nearest class mean, ``W`` holds the class means; cosine similarity, or the
   negative squared L2 distance.
+
+How a kind scores is registered (`HEAD_KINDS`, `register_kind`): a Phase-II method with a
+head of its own (`ltkit.methods`) registers its kind in its own module.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -26,13 +30,32 @@ from ltkit.artifacts import load_torch_artifact, save_torch_artifact
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.lineage import lineage_problem
 from ltkit.metrics import balanced_accuracy, per_class_accuracy
+from ltkit.registry import Registry
 
 FORMAT = "ltkit-classifier"
 FORMAT_VERSION = 1
-KINDS = ("linear", "cosine", "lws", "ncm")
 TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # tau-normalisation exponents: 0.0 .. 2.0
 NCM_METRICS = ("cosine", "l2")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+@dataclass(frozen=True)
+class HeadKind:
+    """How a classifier kind scores, and the state it cannot do without."""
+
+    logits: Callable[["Classifier", torch.Tensor], torch.Tensor]  # (clf, pooled (B, C) float32) -> (B, K)
+    needs: tuple[str, ...] = ()  # of "scale", "class_scale": entries its state must hold
+
+
+HEAD_KINDS: Registry[HeadKind] = Registry("classifier kind")
+
+
+def register_kind(name: str, *, needs: tuple[str, ...] = ()):
+    """Decorator: ``fn(clf, x) -> logits`` scores the classifiers of kind ``name``."""
+    def decorator(fn):
+        HEAD_KINDS.register(name)(HeadKind(fn, needs))
+        return fn
+    return decorator
 
 
 class Classifier(nn.Module):
@@ -40,15 +63,14 @@ class Classifier(nn.Module):
                  scale: float | None = None, class_scale: torch.Tensor | None = None,
                  metric: str = "cosine"):
         super().__init__()
-        if kind not in KINDS:
-            raise ConfigError(f"unknown classifier kind {kind!r}; valid: {', '.join(KINDS)}")
+        needs = HEAD_KINDS.get(kind).needs  # ConfigError listing the kinds when unknown
         if kind == "ncm" and metric not in NCM_METRICS:
             raise ConfigError(f"unknown NCM metric {metric!r}; valid: {', '.join(NCM_METRICS)}")
         self.kind, self.metric = kind, metric
         self.weight = nn.Parameter(weight.detach().clone().float())  # (K, C)
         self.bias = nn.Parameter(bias.detach().clone().float()) if bias is not None else None  # (K,)
         self.scale = float(scale) if scale is not None else None
-        if kind == "lws":
+        if "class_scale" in needs:
             init = class_scale if class_scale is not None else torch.ones(weight.shape[0])
             self.class_scale = nn.Parameter(init.detach().clone().float())  # (K,)
         else:
@@ -63,19 +85,7 @@ class Classifier(nn.Module):
         return self.weight.shape[1]
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        x = pooled.float()  # (B, C)
-        if self.kind == "cosine":
-            return (self.scale or 1.0) * F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
-        if self.kind == "ncm":
-            if self.metric == "cosine":
-                return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
-            return -torch.cdist(x, self.weight).pow(2)  # (B, K)
-        logits = x @ self.weight.T  # (B, K)
-        if self.bias is not None:
-            logits = logits + self.bias
-        if self.kind == "lws":
-            logits = logits * self.class_scale
-        return logits
+        return HEAD_KINDS.get(self.kind).logits(self, pooled.float())  # (B, C) -> (B, K)
 
     def tau_normalized(self, tau: float) -> "Classifier":
         """Kang et al.'s tau-normalisation: ``W_k / ||W_k||^tau``, bias dropped (linear kinds)."""
@@ -104,6 +114,33 @@ class Classifier(nn.Module):
         head = store.classifier()
         bias = torch.as_tensor(head["bias"]) if head.get("bias") is not None else None
         return cls(head["kind"], torch.as_tensor(head["weight"]), bias, scale=head.get("scale"))
+
+
+def _affine(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
+    logits = x @ clf.weight.T  # (B, K)
+    return logits + clf.bias if clf.bias is not None else logits
+
+
+@register_kind("linear")
+def _linear(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
+    return _affine(clf, x)
+
+
+@register_kind("cosine", needs=("scale",))
+def _cosine(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
+    return (clf.scale or 1.0) * F.normalize(x, dim=1) @ F.normalize(clf.weight, dim=1).T  # (B, K)
+
+
+@register_kind("lws", needs=("class_scale",))
+def _lws(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
+    return _affine(clf, x) * clf.class_scale  # (B, K)
+
+
+@register_kind("ncm")
+def _ncm(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
+    if clf.metric == "cosine":
+        return F.normalize(x, dim=1) @ F.normalize(clf.weight, dim=1).T  # (B, K)
+    return -torch.cdist(x, clf.weight).pow(2)  # (B, K)
 
 
 @torch.no_grad()
@@ -171,7 +208,7 @@ def _meta_problem(obj: dict[str, Any]) -> str | None:
 def _state_problem(state: Any) -> str | None:
     """What is wrong with a saved classifier state, or None: kind, dtypes, shapes, finite
     values, a positive cosine scale."""
-    if not isinstance(state, dict) or not isinstance(state.get("kind"), str) or state["kind"] not in KINDS:
+    if not isinstance(state, dict) or not isinstance(state.get("kind"), str) or state["kind"] not in HEAD_KINDS:
         return "no classifier state of a known kind"
     if state["kind"] == "ncm" and state.get("metric") not in NCM_METRICS:
         return f"its NCM metric is not one of {', '.join(NCM_METRICS)}"
@@ -183,8 +220,9 @@ def _state_problem(state: Any) -> str | None:
         value = state.get(name)
         if value is not None and (not isinstance(value, torch.Tensor) or value.shape != (k,)):
             return f"its {name} does not have one value per class"
-    if state["kind"] == "lws" and state.get("class_scale") is None:
-        return "an LWS classifier without its class scales"
+    for need in HEAD_KINDS.get(state["kind"]).needs:
+        if state.get(need) is None:
+            return f"a {state['kind']} classifier without its {need}"
     tensors = [t for t in (weight, state.get("bias"), state.get("class_scale")) if t is not None]
     if not all(t.is_floating_point() for t in tensors):
         return "its weights are not floating-point numbers"
@@ -196,6 +234,4 @@ def _state_problem(state: Any) -> str | None:
             return "its scale is not a number"
         if not (math.isfinite(scale) and 0 < scale < FLOAT32_MAX):
             return f"its cosine scale is {scale}, not a finite number > 0"
-    if state["kind"] == "cosine" and scale is None:
-        return "a cosine classifier without its scale"
     return None

@@ -432,3 +432,36 @@ def test_flat_options_round_trip():
     assert cfg.replace(tau_g=0.2).batches.tau_g == 0.2 and cfg.replace(tau_g=0.2).run.device == "cpu"
     with pytest.raises(ConfigError, match="colour: not a fine-tuning option"):
         Config(colour=1)
+
+
+def test_a_new_method_may_bring_its_own_head_kind(table_path, tmp_path, monkeypatch):
+    """A method whose classifier scores in a new way registers that kind in its own module too:
+    the artifact saves and loads it, evaluate scores with it."""
+    from ltkit.classifiers import HEAD_KINDS, HeadKind
+    from ltkit.evaluate import EvalConfig, evaluate
+    from ltkit.methods import FitInputs, Method
+
+    def offset(clf, x):  # linear logits minus a learned-free per-class offset held in class_scale
+        return x @ clf.weight.T + clf.bias - clf.class_scale
+
+    class Offset(Method):
+        name, trains, default_augment = "offset", False, "none"
+
+        def method_name(self, augment):
+            return self.name
+
+        def make(self, inputs: FitInputs):
+            p1 = inputs.phase1
+            return Classifier("offset", p1.weight, p1.bias, class_scale=torch.ones(p1.num_classes)), [], inputs.cfg
+
+    monkeypatch.setitem(HEAD_KINDS._items, "offset", HeadKind(offset, needs=("class_scale",)))
+    monkeypatch.setitem(CLASSIFIERS._items, "offset", Offset)
+    out = augment_finetune(table_path, Config(classifier="offset", device="cpu"), out=tmp_path / "o.pt")
+    clf, _ = load_classifier(out)
+    assert clf.kind == "offset" and torch.equal(clf.class_scale, torch.ones(6))
+    assert evaluate(out, EvalConfig(device="cpu")).result["classifier"]["kind"] == "offset"
+    state = torch.load(out, weights_only=True)
+    state["classifier"]["class_scale"] = None
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ArtifactError, match="offset classifier without its class_scale"):
+        load_classifier(tmp_path / "bad.pt")
