@@ -26,12 +26,17 @@ def confusing_classes_cmd(
     """Split classes into head and tail; rank each tail class's most confusing classes by the
     mean Phase-I softmax over its training images. Prints the table's path (default:
     <store stem>.table.pt beside the store)."""
-    from ltkit.confusing import ConfusingConfig, build_table, load_table
+    from ltkit.artifacts import resolve_input
+    from ltkit.confusing import ConfusingConfig, build_table, default_table_path, load_table
 
     def run() -> Path:
         cfg = ConfusingConfig(head_ratio=head_ratio, top=top)
-        path = build_table(store, cfg, out=out, force=force, csv_path=csv)
-        show_table(load_table(path))
+        source = resolve_input(store)  # "-": the path from stdin, read once here
+        target = Path(out or default_table_path(source)).expanduser()
+        before = target.stat().st_mtime_ns if target.exists() else None
+        path = build_table(source, cfg, out=out, force=force, csv_path=csv)
+        if path.stat().st_mtime_ns != before:  # shown when (re)built, not when reused
+            show_table(load_table(path))
         return path
 
     emit_path(run_stage(run, quiet=quiet, debug=debug))
