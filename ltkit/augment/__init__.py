@@ -44,7 +44,7 @@ DRAW = "class"
 
 @dataclass
 class AugmentConfig:
-    batch_size: int | None = 128   # samples per batch; fsa/cloud/none: 2 * Nt * (1 + Na) (None: the stage's default)
+    batch_size: int | None = 128   # samples per batch; fsa/cloud/none: 2 * Nt * (1 + Na) (None: the stage's)
     na: int | None = 3             # Na: augmented samples per real tail sample (paper: Na = Nf = 3; None: the table's Nf)
     tau_s: float = TAU_S           # class-specific locations: CAM > tau_s (strict), in (0, 1)
     tau_g: float = TAU_G           # class-generic locations: CAM < tau_g (strict), in (0, 1)
