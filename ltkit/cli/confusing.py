@@ -32,14 +32,21 @@ def confusing_classes_cmd(
     def run() -> Path:
         cfg = ConfusingConfig(head_ratio=head_ratio, top=top)
         source = resolve_input(store)  # "-": the path from stdin, read once here
-        target = Path(out or default_table_path(source)).expanduser()
-        before = target.stat().st_mtime_ns if target.exists() else None
+        before = _stamp(Path(out or default_table_path(source)).expanduser())
         path = build_table(source, cfg, out=out, force=force, csv_path=csv)
-        if path.stat().st_mtime_ns != before:  # shown when (re)built, not when reused
+        if _stamp(path) != before:  # shown when (re)built, not when reused
             show_table(load_table(path))
         return path
 
     emit_path(run_stage(run, quiet=quiet, debug=debug))
+
+
+def _stamp(path: Path) -> int | None:
+    """The file's change time, None when there is none (the library says why a path is bad)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def show_table(table) -> None:
