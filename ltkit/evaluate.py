@@ -32,7 +32,6 @@ from ltkit.metrics import (ECE_BINS, FEW_THRESHOLD, MANY_THRESHOLD,
 FORMAT = "ltkit-evaluation"
 FORMAT_VERSION = 1
 EVAL_SPLITS = ("test", "val")
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MAX_ECE_BINS = 1000
 
 
@@ -76,10 +75,12 @@ def artifact_kind(path: Path) -> str:
     if not path.is_file():
         raise ArtifactError(f"{path} is not a file; give a classifier artifact, a feature store "
                             "or an evaluation JSON")
+    from ltkit.store import is_store
+
+    if is_store(path):
+        return "store"
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if head == HDF5_MAGIC:
-        return "store"
     if head[:1] in (b"{", b"[") or path.suffix == ".json":
         return "json"
     return "torch"

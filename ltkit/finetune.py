@@ -52,7 +52,6 @@ from ltkit.runoptions import RUN_FIELDS, RunOptions, result_options
 
 SCHEDULES = ("constant", "cosine")
 LOG_EVERY = 50  # iterations between progress lines (and device -> host syncs)
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # the nested AugmentConfig's fields under their flat option names (the artifact's options)
 BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in dataclasses.fields(AugmentConfig)}
 
@@ -307,19 +306,16 @@ def sweep_on_val(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
 
 
 # ---- the stage --------------------------------------------------------------------------
-def _is_store(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(8) == HDF5_SIGNATURE
-
-
 def resolve_sources(source: str | Path, cfg: FinetuneConfig, store: str | Path | None
                     ) -> tuple[Path, ConfusingTable | None, Path | None, bool]:
     """(store path, table or None, table path or None, whether that table is still to be
     written) of a stage input: a table, or a store whose default table is reused, or built
     (in memory: the stage writes it once nothing can be refused any more). The
     training-free methods need no table."""
+    from ltkit.store import is_store
+
     src = resolve_input(source)
-    if _is_store(src):
+    if is_store(src):
         if store is not None:
             raise ConfigError("--store names a table's store; the input is already a store")
         if not get_method(cfg.classifier).trains:

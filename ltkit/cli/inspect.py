@@ -12,34 +12,7 @@ from rich.table import Table
 from ltkit import console
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Quiet, emit_json, run_stage
-from ltkit.metrics import split_of
-from ltkit.store import VIEWS, Store, open_store
-
-
-def describe(st: Store) -> dict[str, Any]:
-    """A plain-JSON summary of an open store."""
-    groups = split_of(st.train_counts)  # (K,) many | medium | few
-    splits = {}
-    for split in (*st.splits, *([VIEWS] if st.views else [])):
-        splits[split] = {"rows": st.rows(split), "arrays": {
-            name: {"shape": list(st.shape(split, name)), "dtype": str(st.dtype(split, name))}
-            for name in st.names(split)}}
-    head = st.classifier()
-    a = st.attrs
-    return {
-        "path": str(st.path), "schema_version": a["schema_version"], "size_bytes": st.path.stat().st_size,
-        "splits": splits, "train_views": st.views, "spatial_splits": list(a["spatial_splits"]),
-        "feature_shape": list(a["feature_shape"]),
-        "classes": [{"name": n, "train_count": int(c), "group": str(g)}
-                    for n, c, g in zip(st.class_names, st.train_counts, groups)],
-        "groups": {g: int((groups == g).sum()) for g in ("many", "medium", "few")},
-        "classifier": {"kind": head["kind"], "scale": head["scale"], "weight": list(head["weight"].shape),
-                       "bias": head["bias"] is not None},
-        "provenance": {"arch": a["arch"], "layer": a["layer"], "head": a["head"],
-                       "backbone_path": a["backbone_path"], "backbone_sha256": a["backbone_sha256"],
-                       "ltkit_version": a["ltkit_version"], "seed": a["seed"], "dataset": a["dataset"],
-                       "options": a["options"], "created": a["lineage"].get("created")},
-    }
+from ltkit.store import describe, open_store
 
 
 def render(info: dict[str, Any]) -> None:
@@ -87,10 +60,11 @@ def inspect_cmd(
 
     def run() -> dict[str, Any]:
         with open_store(resolve_input(store)) as st:
-            return describe(st)
+            info = describe(st)
+        if not quiet:  # inside the boundary: a value render cannot print is one line, not a traceback
+            render(info)
+        return info
 
     info = run_stage(run, quiet=quiet, debug=debug)
-    if not quiet:
-        render(info)
     if as_json:
         emit_json(info)
