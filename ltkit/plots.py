@@ -23,6 +23,7 @@ from ltkit.augment import TAU_G, TAU_S
 SPLIT_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 NAMED_TICKS = 40   # above this many classes, axes show indices instead of class names
 ANNOTATE = 12      # up to this many classes, confusion cells carry their value
+BLOCK_ABOVE = 400  # above this many classes, a confusion cell is a block of classes
 DPI = 120
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f")  # one colour per plotted class (tab10)
@@ -108,10 +109,15 @@ def plot_per_class_accuracy(per_class: list[dict[str, Any]], thresholds: dict[st
 
 def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], train_counts: Sequence[int],
                    path: str | Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix, classes ordered by training count (most first)."""
+    """Row-normalised confusion matrix, classes ordered by training count (most first).
+
+    Up to BLOCK_ABOVE classes, one cell per class pair; above, one cell per pair of blocks of
+    consecutive classes (a block's row: where its test images went, as fractions), so the
+    image, the time and the PNG stay small whatever the class count (10,000 classes: 400 x 400)."""
     k = confusion.shape[0]
     order = np.argsort(-np.asarray(train_counts), kind="stable")  # (K,)
-    cm = confusion[np.ix_(order, order)].astype(np.float64)       # (K, K)
+    size = max(1, -(-k // BLOCK_ABOVE)) if k > BLOCK_ABOVE else 1  # classes per cell
+    cm = _ordered_blocks(confusion, order, size)  # (G, G) counts, G = ceil(K / size)
     totals = cm.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.where(totals > 0, cm / np.maximum(totals, 1), np.nan)  # rows without tests: NaN
@@ -119,9 +125,11 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], train_coun
     fig = Figure(figsize=(side + 1.2, side))
     ax = fig.add_subplot()
     cmap = ListedColormap(_blues(256)).with_extremes(bad="0.85")  # rows without test images
-    # a square-root colour scale keeps small off-diagonal fractions (head bias) visible
+    # a square-root colour scale keeps small off-diagonal fractions (head bias) visible; the
+    # extent keeps the axes in class indices when a cell is a block of classes
     image = ax.imshow(np.ma.masked_invalid(norm), cmap=cmap, norm=PowerNorm(0.5, vmin=0, vmax=1),
-                      interpolation="nearest" if k <= 200 else "antialiased")  # cells < pixels
+                      interpolation="nearest" if len(cm) <= 200 else "antialiased",  # cells < pixels
+                      extent=(-0.5, k - 0.5, k - 0.5, -0.5))
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     if k <= NAMED_TICKS:
         names = [short(class_names[c], index=int(c)) for c in order]
@@ -135,11 +143,30 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], train_coun
                     text = f"{norm[i, j]:.2f}" if norm[i, j] >= 0.005 else "<.01"
                     ax.text(j, i, text, ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.35 else "0.15")
-    ax.set_xlabel("predicted class" + ("" if k <= NAMED_TICKS else " (index by training count)"))
-    ax.set_ylabel("true class" + ("" if k <= NAMED_TICKS else " (index by training count)"))
+    axis = "" if k <= NAMED_TICKS else " (index by training count)"
+    if size > 1:
+        axis = f" (index by training count; cells: blocks of {size} classes)"
+    ax.set_xlabel("predicted class" + axis)
+    ax.set_ylabel("true class" + axis)
     ax.set_title(title or "Confusion matrix (rows normalised, colour scale square-root;\n"
                  "classes by training count, most first)", fontsize=10)
     return save(fig, path)
+
+
+def _ordered_blocks(confusion: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:
+    """(G, G) float64 counts of `confusion` with classes in `order`, summed over blocks of `size`
+    consecutive classes (G = ceil(K / size)); one pass over the rows, no (K, K) copy."""
+    k = len(order)
+    if size == 1:
+        return confusion[np.ix_(order, order)].astype(np.float64)  # (K, K)
+    block = np.empty(k, dtype=np.int64)
+    block[order] = np.arange(k) // size  # (K,) the block of each class
+    g = int(block.max()) + 1
+    out = np.zeros((g, g))
+    for b in range(g):
+        row = np.asarray(confusion[order[b * size:(b + 1) * size]].sum(axis=0), dtype=np.float64)  # (K,)
+        out[b] = np.bincount(block, weights=row, minlength=g)
+    return out
 
 
 def _blues(n: int) -> np.ndarray:
