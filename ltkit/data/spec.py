@@ -35,7 +35,7 @@ class DatasetSpec:
     test_list: str | None = None  # imagefolder: list file of the test split
     image_size: int | None = None  # side of the images handed out; None: the native size (imagefolder: 224, synthetic: 16)
     channels: int | None = None  # 1 or 3; None: the source's own (imagefolder: detected from the first image)
-    num_classes: int = 10  # synthetic: number of classes (2-100)
+    num_classes: int = 10  # synthetic: number of classes (2-10000)
     n_max: int = 200  # synthetic: generated training images per class, before the profile
     test_per_class: int = 50  # synthetic: generated test images per class
     seed: int = 0  # synthetic: seed of the generated images

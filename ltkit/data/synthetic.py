@@ -75,8 +75,8 @@ def _generate_split(k: int, per_class: int, *, size: int, channels: int,
 
 @DATASETS.register("synthetic")
 def load_synthetic(spec: DatasetSpec) -> SourceData:
-    if not 2 <= spec.num_classes <= 100:
-        raise ConfigError(f"synthetic num_classes must be 2-100, got {spec.num_classes}")
+    if not 2 <= spec.num_classes <= 10_000:
+        raise ConfigError(f"synthetic num_classes must be 2-10000, got {spec.num_classes}")
     if spec.n_max < 1 or spec.test_per_class < 1:
         raise ConfigError(f"synthetic n_max and test_per_class must be >= 1, got {spec.n_max}, {spec.test_per_class}")
     size, channels, k = spec.image_size or 16, spec.channels or 3, spec.num_classes
