@@ -14,6 +14,8 @@ from ltkit.cli import app
 from ltkit.cli.common import Debug, Quiet, emit_json, run_stage
 from ltkit.store import describe, open_store
 
+ROWS_SHOWN = 30  # class rows printed at each end of the table when there are more than twice this
+
 
 def render(info: dict[str, Any]) -> None:
     """The human summary, on stderr. Paths, names and provenance come from the file: they are
@@ -33,7 +35,13 @@ def render(info: dict[str, Any]) -> None:
               f"smallest {counts.min()}): many {g['many']}, medium {g['medium']}, few {g['few']}",
               soft_wrap=True)
     classes = Table("class", "name", "train", "group", box=None, pad_edge=False)
-    for k, c in enumerate(info["classes"]):
+    shown = range(len(counts)) if len(counts) <= 2 * ROWS_SHOWN else [*range(ROWS_SHOWN), -1,
+                                                                      *range(len(counts) - ROWS_SHOWN, len(counts))]
+    for k in shown:
+        if k < 0:  # thousands of rows on a terminal help nobody: the ends, and where the rest is
+            classes.add_row("...", f"{len(counts) - 2 * ROWS_SHOWN} more (--json lists all)", "", "")
+            continue
+        c = info["classes"][k]
         classes.add_row(str(k), escape(c["name"]), str(c["train_count"]), c["group"])
     out.print(classes)
     p, head = info["provenance"], info["classifier"]
