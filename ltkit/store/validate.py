@@ -18,7 +18,7 @@ import numpy as np
 
 from ltkit.errors import StoreError
 from ltkit.store.guard import first_line
-from ltkit.store.schema import (JSON_ATTRS, REQUIRED_ATTRS, SCHEMA, SCHEMA_VERSION, SPLITS, VIEWS,
+from ltkit.store.schema import (JSON_ATTRS, REQUIRED_ATTRS, SCHEMA, SCHEMA_VERSION, SPATIAL, SPLITS, VIEWS,
                                 StoreLayout, decode, read_attrs)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -104,7 +104,8 @@ def _is_int(value: Any) -> bool:
 def _kind(value: Any) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return f"a non-finite {type(value).__name__}"
-    return f"a {type(value).__name__}"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _bad(path: Path, name: str, value: Any, expected: str) -> StoreError:
@@ -142,7 +143,7 @@ def _check_datasets(f: h5py.File, path: Path, attrs: dict[str, Any]) -> list[str
     """Every dataset the attributes promise, of its dtype and shape; the splits present."""
     (c, h, w), k = attrs["feature_shape"], attrs["num_classes"]
     expect = {"classifier/weight": ("float32", (k, c))}
-    if "classifier" in f and "bias" in f["classifier"]:
+    if _classifier_kind(f, path) == "linear":  # a cosine head has no bias
         expect["classifier/bias"] = ("float32", (k,))
     splits = [s for s in (*SPLITS, VIEWS) if s in f]
     for need in ("train", "test"):
@@ -154,11 +155,16 @@ def _check_datasets(f: h5py.File, path: Path, attrs: dict[str, Any]) -> list[str
     for split in splits:
         labels = f[split].get("labels")
         if not isinstance(labels, h5py.Dataset) or labels.ndim != 1:
-            raise StoreError(f"{path} has no /{split}/labels of one row per sample; the store is "
-                             f"truncated: re-extract it")
+            raise StoreError(f"{path} has no /{split}/labels of one label per row; the store is "
+                             f"damaged or truncated: re-extract it")
         layout = StoreLayout(c, h, w, k, {split: labels.shape[0]}, tuple(attrs["spatial_splits"]))
         for name, spec in layout.datasets(split).items():
             expect[f"{split}/{name}"] = spec
+        unlisted = [name for name in SPATIAL if name in f[split] and f"{split}/{name}" not in expect]
+        if unlisted:
+            raise StoreError(f"{path}: /{split}/{unlisted[0]} is there but spatial_splits "
+                             f"({', '.join(attrs['spatial_splits']) or 'none'}) does not list {split}; "
+                             f"the store is damaged: re-extract it")
     for where, (dtype, shape) in expect.items():
         if where not in f or not isinstance(f[where], h5py.Dataset):
             raise StoreError(f"{path} has no dataset /{where}; the store is truncated: re-extract it")
@@ -167,6 +173,15 @@ def _check_datasets(f: h5py.File, path: Path, attrs: dict[str, Any]) -> list[str
             raise StoreError(f"{path}: /{where} is {ds.dtype} {ds.shape}, expected {dtype} {shape}; "
                              f"the store is damaged: re-extract it")
     return splits
+
+
+def _classifier_kind(f: h5py.File, path: Path) -> str:
+    head = f.get("classifier")
+    kind = decode("kind", head.attrs.get("kind")) if isinstance(head, h5py.Group) else None
+    if kind not in ("linear", "cosine"):
+        raise StoreError(f"{path}: /classifier has kind {kind!r}, not linear or cosine; the store is "
+                         f"damaged: re-extract it")
+    return kind
 
 
 def _check_labels(f: h5py.File, path: Path, attrs: dict[str, Any], splits: list[str]) -> None:
