@@ -25,7 +25,7 @@ from ltkit.checkpoint import FORMAT, FORMAT_VERSION, load_backbone
 from ltkit.cli import app
 from ltkit.data import DatasetSpec, build_splits
 from ltkit.extract import SeededViews, view_seed
-from ltkit.models import create_model
+from ltkit.models import MODELS, create_model
 from ltkit.store import VIEWS, open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -313,3 +313,14 @@ def test_1x1_maps_warn_at_extract_and_fsa_refuses_them(tmp_path):
     assert "map 512x1x1" in extracted.stderr and "feature maps are 1x1" in extracted.stderr
     refused = runner.invoke(app, ["augment-finetune", str(store), "--iterations", "2", "--device", "cpu"])
     assert refused.exit_code == 2 and "1x1" in refused.stderr
+
+
+@pytest.mark.parametrize("arch", MODELS.names())
+def test_every_backbone_pools_as_the_store_records(arch):
+    """extract pools through the model's own `forward_head(fmap, pre_logits=True)`: for every
+    registered backbone that is the spatial mean of the map (docs/store.md), bit for bit."""
+    model = create_model(arch, 3, 3).eval()
+    fmap = torch.rand(2, model.feature_dim, 3, 5)  # (B, C, H, W)
+    pooled = model.forward_head(fmap, pre_logits=True)  # (B, C)
+    assert torch.equal(pooled, fmap.mean(dim=(2, 3)))
+    assert torch.equal(model.forward_head(fmap), model.fc(pooled))

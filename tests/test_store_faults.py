@@ -146,6 +146,21 @@ def test_many_classes_extract_evaluate_and_report(tmp_path, k):
     assert png.stat().st_size < 1 << 20 and (report / "per_class_accuracy.png").exists()
 
 
+def test_a_confusion_matrix_of_many_classes_is_drawn_in_blocks(tmp_path):
+    from ltkit.plots import BLOCK_ABOVE, _ordered_blocks, plot_confusion
+
+    k = 3 * BLOCK_ABOVE + 5  # blocks of 4 classes: 302 cells a side
+    rng = np.random.default_rng(0)
+    confusion = rng.integers(0, 3, (k, k))
+    order = np.argsort(-rng.integers(1, 100, k), kind="stable")
+    blocks = _ordered_blocks(confusion, order, 4)
+    assert blocks.shape == (302, 302) and blocks.sum() == confusion.sum()
+    np.testing.assert_array_equal(blocks[1, 2], confusion[np.ix_(order[4:8], order[8:12])].sum())
+    np.testing.assert_array_equal(blocks[-1, -1], confusion[np.ix_(order[1204:], order[1204:])].sum())
+    png = plot_confusion(confusion, [f"c{i}" for i in range(k)], rng.integers(1, 100, k), tmp_path / "cm.png")
+    assert png.stat().st_size < 1 << 20
+
+
 # ---- 3. a store locked by a writer -------------------------------------------------------------
 
 HOLD = """
