@@ -5,11 +5,9 @@ evaluation transforms) -> 2. map shape, store layout and the options that finger
 3. create or resume ``OUT.partial`` -> 4. one pass per part (train, val, bound, test,
 augmented train views) -> 5. verify, mark complete, compress (optional), rename.
 
-Crash safety lives in the store package (ltkit.store.resume, docs/store.md): the partial is
-created with every dataset allocated, so the pass only fills raw rows, and the rows done are
-recorded after each flushed batch. Rows are processed in fixed batches from row 0, so a
-resumed run sees exactly the batches an uninterrupted one would: the resumed store is
-identical. Under torchrun each rank extracts a shard, and rank 0 joins them.
+Crash safety lives in ltkit.store.resume (docs/store.md). Rows are processed in fixed batches
+from row 0, so a resumed run sees exactly the batches an uninterrupted one would: the resumed
+store is identical. Under torchrun each rank extracts a shard, and rank 0 joins them.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from ltkit.device import seed_everything
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 from ltkit.extract_parts import Part, SeededViews, checkpoint_data, make_parts, view_seed
 from ltkit.store import (COMPRESSIONS, SPLITS, VIEWS, BackgroundWriter, Progress, StoreLayout, StoreWriter,
-                         create_store, exclusive, join_shards, open_or_create, open_store, pack_store)
+                         create_store, join_shards, open_store, pack_store, resumable)
 
 __all__ = ["ExtractConfig", "SeededViews", "extract", "extract_batch", "view_seed"]
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -281,18 +279,12 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
         create_store(path, layout, attrs=attrs, classifier=head, columns={p.name: p.columns for p in parts})
 
     # 3. create or resume, 4. the pass, 5. verify, compress, rename
-    partial, record = partial_path(out), out.with_name(out.name + ".partial.json")
-    lock = out.with_name(out.name + ".partial.lock")
-    with exclusive(lock, out):
-        check_output(out, force)  # again, under the lock: another run may have just finished it
-        progress = open_or_create(partial, record, options, {p.name: p.rows for p in parts}, force, create)
+    with resumable(out, options, {p.name: p.rows for p in parts}, force, create) as (partial, progress):
         _run_parts(partial, parts, progress, model, clf, cfg, device, precision)
         _verify(partial, parts, progress, clf.cpu())
         with StoreWriter(partial) as writer:
             writer.mark_complete()
         _finish(partial, out, cfg.compression if shard is None else "none")  # shards are packed when joined
-        record.unlink(missing_ok=True)
-    lock.unlink(missing_ok=True)
     console.log(f"store: {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return out
 
