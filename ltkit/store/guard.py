@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import h5py
 

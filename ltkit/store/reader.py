@@ -10,8 +10,8 @@ infinities as it is read, and CAMs for values outside [0, 1]: per block, no extr
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import h5py

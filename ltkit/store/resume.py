@@ -16,8 +16,8 @@ import json
 import os
 import queue
 import threading
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
