@@ -224,11 +224,10 @@ def _options(cfg: ExtractConfig, spec, sha: str, spatial: list[str], precision: 
         "compression": cfg.compression, "seed": cfg.seed, "ltkit_version": __version__}))
 
 
-def _root_attrs(info: dict[str, Any], parts: list[Part], ckpt: Path, options: dict[str, Any],
+def _root_attrs(info: dict[str, Any], counts: np.ndarray, ckpt: Path, options: dict[str, Any],
                 clf: Classifier, fmap: tuple[int, int, int], seed: int) -> dict[str, Any]:
-    """The store's root attributes (docs/store.md); train counts from the labels themselves."""
+    """The store's root attributes (docs/store.md); `counts`: (K,) of the whole training split."""
     k = len(info["class_names"])
-    counts = np.bincount(parts[0].columns["labels"], minlength=k)  # (K,) of the train part
     return {"class_names": list(info["class_names"]), "train_counts": [int(c) for c in counts],
             "num_classes": k, "feature_shape": list(fmap), "arch": info["arch"],
             "layer": "forward_features", "head": clf.kind, "dataset": options["dataset"],
@@ -250,6 +249,7 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
         model = model.to(memory_format=torch.channels_last)
     spec, splits = checkpoint_data(info, cfg.data, cfg.root)
     parts = make_parts(spec, splits, cfg.spatial_splits, cfg.train_views, cfg.seed)
+    counts = np.bincount(parts[0].columns["labels"], minlength=len(info["class_names"]))  # (K,): all ranks'
     if shard is not None:
         parts = [p.shard(*shard, cfg.batch_size) for p in parts]
     clf = _phase1_classifier(model).to(device)
@@ -270,7 +270,7 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
         return out
     check_output(out, force)
     layout = StoreLayout(c, h, w, len(info["class_names"]), {p.name: p.rows for p in parts}, tuple(spatial))
-    attrs = _root_attrs(info, parts, ckpt, options, clf, (c, h, w), cfg.seed) | (
+    attrs = _root_attrs(info, counts, ckpt, options, clf, (c, h, w), cfg.seed) | (
         {"shard": list(shard)} if shard is not None else {})
     head = {"kind": clf.kind, "weight": clf.weight.detach().cpu().numpy(), "scale": clf.scale,
             "bias": None if clf.bias is None else clf.bias.detach().cpu().numpy()}

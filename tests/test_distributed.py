@@ -98,6 +98,10 @@ def test_two_process_extract_equals_one_process(tmp_path):
         for name in names:
             assert np.array_equal(a[name][()], b[name][()]), name
         assert "shard" not in b.attrs and b.attrs["complete"] == 1
+    from ltkit.store import open_store
+
+    with open_store(one) as a, open_store(two) as b:  # the joined store validates, counts included
+        assert a.attrs["train_counts"] == b.attrs["train_counts"] == [30, 20, 10, 7]
 
 
 def _processes_naming(text: str) -> list[int]:

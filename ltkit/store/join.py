@@ -41,3 +41,4 @@ def join_shards(shards: list[Path], partial: Path) -> None:
     finally:
         for st in stores:
             st.close()
+    open_store(partial).close()  # the joined store validates (its train_counts against its labels)
