@@ -227,8 +227,8 @@ def test_cams_outside_the_unit_range_are_refused_where_read(good, tmp_path, valu
 # ---- 6. attributes inspect used to print a traceback on; NaN in JSON ---------------------------
 
 @pytest.mark.parametrize("name, value, needle", [
-    ("class_names", np.arange(6), "class_names = a list of 6"),
-    ("dataset", json.dumps([1, 2]), "dataset = a list of 2"),
+    ("class_names", np.arange(6), "class_names = a list of 6 ints; expected 6 strings"),
+    ("dataset", json.dumps([1, 2]), "dataset = a list of 2 ints; expected JSON text of an object"),
     ("seed", float("nan"), "seed = nan (a non-finite float)"),
     ("num_classes", 6.0, "num_classes = 6.0 (a float)"),
 ])

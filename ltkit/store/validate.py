@@ -109,9 +109,12 @@ def _kind(value: Any) -> str:
 
 
 def _bad(path: Path, name: str, value: Any, expected: str) -> StoreError:
-    shown = repr(value) if not isinstance(value, list) else f"a list of {len(value)}"
-    return StoreError(f"{path} has a damaged root attribute {name} = {shown[:60]} ({_kind(value)}); "
-                      f"expected {expected}: re-extract it")
+    if isinstance(value, list):  # e.g. "a list of 6 ints"
+        shown = f"a list of {len(value)}" + (f" {type(value[0]).__name__}s" if value else "")
+    else:
+        shown = f"{repr(value)[:60]} ({_kind(value)})"
+    return StoreError(f"{path} has a damaged root attribute {name} = {shown}; expected {expected}: "
+                      f"re-extract it")
 
 
 def check_attrs(attrs: dict[str, Any], path: Path) -> None:
