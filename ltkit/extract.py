@@ -1,15 +1,11 @@
 """`extract`: run a trained backbone once over its data and cache what it sees in a store.
 
-The recipe (`_extract_to`): 1. checkpoint and data (the checkpoint's long-tailed spec,
-evaluation transforms) -> 2. map shape, store layout and the options that fingerprint it ->
-3. create or resume ``OUT.partial`` -> 4. one pass per part (train, val, bound, test,
-augmented train views) -> 5. verify, mark complete, compress (optional), rename.
-
-Crash safety lives in ltkit.store.resume (docs/store.md). Rows are processed in fixed batches
-from row 0, so a resumed run sees exactly the batches an uninterrupted one would: the resumed
-store is identical. Under torchrun each rank extracts a shard, and rank 0 joins them.
+The recipe (`_extract_to`): 1. checkpoint and data -> 2. map shape, store layout and the
+options that fingerprint it -> 3. create or resume ``OUT.partial`` (ltkit.store.resume) ->
+4. one pass per part (train, val, bound, test, views) in fixed batches from row 0, so a
+resumed run ends with the same store -> 5. verify, mark complete, compress (optional), rename.
+Under torchrun each rank extracts a shard, and rank 0 joins them.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ltkit import __version__, console, distributed
-from ltkit.artifacts import (check_output, commit_partial, file_sha256, make_lineage, option_diff,
-                             other_options, partial_path, resolve_input, reuse_existing)
+from ltkit.artifacts import (check_not_input, check_output, commit_partial, file_sha256, make_lineage,
+                             option_diff, other_options, partial_path, resolve_input, reuse_existing)
 from ltkit.cams import label_cams
 from ltkit.checkpoint import load_backbone
 from ltkit.classifiers import Classifier
@@ -33,10 +29,11 @@ from ltkit.device import seed_everything
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 from ltkit.extract_parts import Part, SeededViews, checkpoint_data, make_parts, view_seed
 from ltkit.store import (COMPRESSIONS, SPLITS, VIEWS, BackgroundWriter, Progress, StoreLayout, StoreWriter,
-                         create_store, join_shards, open_store, pack_store, resumable)
+                         create_store, earlier_store, join_shards, open_store, pack_store, resumable)
 
 __all__ = ["ExtractConfig", "SeededViews", "extract", "extract_batch", "view_seed"]
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OUTPUT = {"replaces": earlier_store, "kind": "feature store"}  # --force replaces only an earlier store
 
 
 @dataclass
@@ -187,21 +184,21 @@ def _finish(partial: Path, out: Path, compression: str) -> None:
 
 
 def extract(cfg: ExtractConfig, *, force: bool = False) -> Path:
-    """Extract the store of a backbone checkpoint; return its path (resumes a partial).
-
-    Under torchrun each process extracts a contiguous shard of every split into its own shard
-    store (resumable like any partial); rank 0 then joins the shards into one store whose
-    datasets equal a single-process run's.
-    """
+    """Extract the store of a backbone checkpoint; return its path (resumes a partial). Under
+    torchrun each rank extracts a batch-aligned shard store; rank 0 joins them into one store
+    whose datasets equal a single-process run's."""
     cfg.validate()
     ckpt = resolve_input(cfg.checkpoint)
     out = Path(cfg.out).expanduser() if cfg.out else ckpt.with_suffix(".h5")
+    check_not_input(out, [ckpt])  # before any work or log line
+    if force:
+        check_output(out, force, **OUTPUT)
     with distributed.session(cfg.device) as ctx:
         if not ctx.active:
             return _extract_to(cfg, ckpt, out, ctx.device, force=force)
         if not ctx.is_main:
             console.configure(quiet=True)
-        check_output(out, force)
+        check_output(out, force, inputs=[ckpt], **OUTPUT)
         shards = [out.with_name(f"{out.name}.shard{r}-of-{ctx.world_size}") for r in range(ctx.world_size)]
         _extract_to(cfg, ckpt, shards[ctx.rank], ctx.device, force=force, shard=(ctx.rank, ctx.world_size))
         ctx.barrier()
@@ -268,7 +265,7 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
     if reuse_existing(out, force, differs):  # a rerun, or a shard finished before a crash
         console.log(f"{out} exists with the same options: reusing it (--force to extract again)")
         return out
-    check_output(out, force)
+    check_output(out, force, inputs=[ckpt], **OUTPUT)
     layout = StoreLayout(c, h, w, len(info["class_names"]), {p.name: p.rows for p in parts}, tuple(spatial))
     attrs = _root_attrs(info, counts, ckpt, options, clf, (c, h, w), cfg.seed) | (
         {"shard": list(shard)} if shard is not None else {})
@@ -279,7 +276,10 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
         create_store(path, layout, attrs=attrs, classifier=head, columns={p.name: p.columns for p in parts})
 
     # 3. create or resume, 4. the pass, 5. verify, compress, rename
-    with resumable(out, options, {p.name: p.rows for p in parts}, force, create) as (partial, progress):
+    def check(path: Path) -> None:
+        check_output(path, force, inputs=[ckpt], **OUTPUT)
+
+    with resumable(out, options, {p.name: p.rows for p in parts}, force, create, check) as (partial, progress):
         _run_parts(partial, parts, progress, model, clf, cfg, device, precision)
         _verify(partial, parts, progress, clf.cpu())
         with StoreWriter(partial) as writer:

@@ -11,7 +11,7 @@
 from ltkit.store.describe import describe
 from ltkit.store.join import join_shards
 from ltkit.store.pack import pack_store
-from ltkit.store.reader import Store, open_store
+from ltkit.store.reader import Store, earlier_store, open_store
 from ltkit.store.resume import BackgroundWriter, Progress, exclusive, open_or_create, resumable
 from ltkit.store.schema import (ATTR_GROUP, COMPRESSIONS, JSON_ATTRS, READ_BLOCK_BYTES, REQUIRED_ATTRS, SCHEMA,
                                 SCHEMA_VERSION, SPLITS, VIEWS, StoreLayout)
@@ -20,5 +20,5 @@ from ltkit.store.writer import StoreWriter, create_store
 
 __all__ = ["ATTR_GROUP", "COMPRESSIONS", "JSON_ATTRS", "READ_BLOCK_BYTES", "REQUIRED_ATTRS", "SCHEMA",
            "SCHEMA_VERSION", "SPLITS", "VIEWS", "BackgroundWriter", "Progress", "Store", "StoreLayout",
-           "StoreWriter", "create_store", "describe", "exclusive", "is_store", "join_shards", "open_or_create",
-           "open_store", "pack_store", "resumable"]
+           "StoreWriter", "create_store", "describe", "earlier_store", "exclusive", "is_store", "join_shards",
+           "open_or_create", "open_store", "pack_store", "resumable"]

@@ -214,3 +214,13 @@ def open_store(path: str | os.PathLike, *, allow_incomplete: bool = False) -> St
     if not is_store(path):
         raise StoreError(f"{path} is not an HDF5 file; give a feature store written by ltkit extract")
     return Store(path, allow_incomplete)
+
+
+def earlier_store(path: str | os.PathLike) -> bool:
+    """True when `path` is an ltkit feature store, complete or not: what ``extract --force``
+    may replace (`ltkit.artifacts.check_output`'s ``replaces``)."""
+    try:
+        with open_store(path, allow_incomplete=True):
+            return True
+    except StoreError:
+        return False

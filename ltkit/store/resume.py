@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ltkit import console
-from ltkit.artifacts import check_output, option_diff, partial_path, write_failure
+from ltkit.artifacts import option_diff, partial_path, write_failure
 from ltkit.errors import ArtifactError, StoreError
 from ltkit.store.reader import open_store
 from ltkit.store.writer import StoreWriter
@@ -159,14 +159,15 @@ def exclusive(lock: Path, out: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def resumable(out: Path, options: dict[str, Any], rows: dict[str, int], force: bool,
-              create: Callable[[Path], None]) -> Iterator[tuple[Path, Progress]]:
+              create: Callable[[Path], None], check_out: Callable[[Path], object]) -> Iterator[tuple[Path, Progress]]:
     """``(OUT.partial, its progress)``, new or resumed (`open_or_create`), under the lock on
-    ``OUT.partial.lock``; the caller fills, finishes and renames it. On a clean exit the record
-    and the lock file are removed; on an error both stay, for the rerun to resume from."""
+    ``OUT.partial.lock``; the caller fills, finishes and renames it. `check_out(out)` (the
+    stage's output check) runs again under the lock. On a clean exit the record and the lock
+    file are removed; on an error both stay, for the rerun to resume from."""
     partial, record = partial_path(out), out.with_name(out.name + ".partial.json")
     lock = out.with_name(out.name + ".partial.lock")
     with exclusive(lock, out):
-        check_output(out, force)  # again, under the lock: another run may have just finished it
+        check_out(out)  # again, under the lock: another run may have just finished it
         yield partial, open_or_create(partial, record, options, rows, force, create)
         record.unlink(missing_ok=True)
     lock.unlink(missing_ok=True)
