@@ -231,6 +231,7 @@ def test_cams_outside_the_unit_range_are_refused_where_read(good, tmp_path, valu
     ("dataset", json.dumps([1, 2]), "dataset = a list of 2 ints; expected JSON text of an object"),
     ("seed", float("nan"), "seed = nan (a non-finite float)"),
     ("num_classes", 6.0, "num_classes = 6.0 (a float)"),
+    ("spatial_splits", np.array([], dtype=h5py.string_dtype()), "/train/features is there but spatial_splits (none)"),
 ])
 def test_damaged_attributes_are_one_line_in_every_reader(good, tmp_path, name, value, needle):
     bad = _copy_edit(good, tmp_path / "bad.h5", lambda f: f.attrs.__setitem__(name, value))
