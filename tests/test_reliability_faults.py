@@ -147,7 +147,7 @@ def test_disk_full_while_compressing_keeps_the_finished_partial(ckpt, reference,
 
 def test_disk_full_while_writing_a_checkpoint(tmp_path):
     out = tmp_path / "b.pt"
-    out.write_bytes(b"an earlier checkpoint")  # replaced only with --force and only when done
+    torch.save({"format": "ltkit-backbone"}, out)  # an earlier checkpoint: replaced only with --force, when done
     before = snapshot(tmp_path)
     with file_size_limit(200_000):  # a resnet32 checkpoint takes ~2 MB
         result = run("train-backbone", *TINY_TRAIN, "--epochs", "2", "--out", str(out), "--force", "--quiet")
@@ -181,7 +181,7 @@ def test_disk_full_while_writing_a_table_or_a_classifier(tmp_path):
     store = make_store(tmp_path / "s.h5")
     assert run("confusing-classes", str(store), "--quiet").exit_code == 0  # s.table.pt, read below
     table = tmp_path / "t.pt"
-    table.write_bytes(b"an earlier table")
+    shutil.copy(tmp_path / "s.table.pt", table)  # an earlier table (--force replaces only one)
     before = snapshot(tmp_path)
     with file_size_limit(1000):  # a table or a classifier takes a few kB; the store is only read
         refused = run("confusing-classes", str(store), "--out", str(table), "--force", "--quiet")
