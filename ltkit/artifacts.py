@@ -1,4 +1,5 @@
-"""Artifact plumbing shared by every stage: input paths, atomic outputs, hashes, lineage.
+"""Artifact plumbing shared by every stage: atomic outputs, write failures, hashes, lineage
+(input and output paths: `ltkit.outputs`).
 
 Every artifact is written as ``NAME.partial`` and renamed into place only when complete, so a
 crash never leaves a half-written file at the final path. Torch artifacts (checkpoints,
