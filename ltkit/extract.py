@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ltkit import __version__, console, distributed
+from ltkit import __version__, console, distributed, testhooks
 from ltkit.artifacts import (check_not_input, check_output, commit_partial, file_sha256, make_lineage,
                              option_diff, other_options, partial_path, resolve_input, reuse_existing)
 from ltkit.cams import label_cams
@@ -140,6 +140,7 @@ def _run_parts(partial: Path, parts: list[Part], progress: Progress, model, clf:
                     background.put(part.name, start, rows)
                     start += len(labels)
                     tracker.advance(len(labels), split=part.name)
+                    testhooks.pause_at("extract-rows", lambda: background.wait_idle() or sum(progress.done.values()))
         except BaseException:
             with contextlib.suppress(BaseException):
                 background.close()  # keep what was handed over; the error in flight wins

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltkit import console
+from ltkit import console, testhooks
 from ltkit.artifacts import (check_output, earlier_artifact, make_lineage, option_diff, other_options, resolve_input,
                              reuse_existing)
 from ltkit.augment import (AUGMENTERS, AugmentConfig, check_augmenter, iter_batches,
@@ -261,6 +261,7 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            testhooks.pause_at("iteration", it)
             with torch.no_grad():  # running accuracy on the batch, before this step's update
                 hit, tail = (logits.argmax(1) == y).double(), is_tail[y].double()  # (B,), (B,)
                 stats += torch.stack([loss.detach().double(), (hit * tail).sum(), tail.sum(),

@@ -32,7 +32,7 @@ from ltkit.artifacts import (atomic_output, check_output, earlier_artifact, load
                              other_options, partial_path, reuse_existing, versions)
 from ltkit.checkpoint import FORMAT, FORMAT_VERSION
 from ltkit.data import DatasetSpec, build_splits
-from ltkit import distributed
+from ltkit import distributed, testhooks
 from ltkit.device import seed_everything
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.losses import LOSSES, make_loss
@@ -405,6 +405,7 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
             if ctx.is_main and not last:  # the resume point, written atomically every epoch
                 with atomic_output(partial, suffix=".tmp") as tmp:
                     torch.save(payload(epoch + 1, metrics, final=False), tmp)
+                testhooks.pause_at("epoch-end", epoch + 1)
             ctx.barrier()
 
     # 8. the checkpoint

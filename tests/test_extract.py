@@ -27,6 +27,7 @@ from ltkit.data import DatasetSpec, build_splits
 from ltkit.extract import SeededViews, view_seed
 from ltkit.models import MODELS, create_model
 from ltkit.store import VIEWS, open_store
+from pausing import pause_env, wait_until_paused
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = DatasetSpec("synthetic", num_classes=4, n_max=30, counts=[24, 10, 5, 3], val_per_class=2,
@@ -252,41 +253,42 @@ def _done(out: Path) -> int:
         return 0
 
 
-def _spawn(ckpt: Path, out: Path) -> subprocess.Popen:
+def _spawn(ckpt: Path, out: Path, pause_rows: int | None = None) -> subprocess.Popen:
+    """`ltkit extract`, asked to pause once `pause_rows` rows are recorded (ltkit.testhooks)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))  # one thread, as the reference
+    if pause_rows is not None:
+        env = pause_env(env, "extract-rows", pause_rows, _marker(out))
     return subprocess.Popen([sys.executable, "-m", "ltkit", "extract", str(ckpt), "--out", str(out), *RESUME_ARGS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
-def _stop_when(proc: subprocess.Popen, out: Path, rows: int, sig: int, deadline: float = 120.0) -> None:
-    """Send `sig` once the partial records at least `rows` rows (or the deadline passes)."""
-    start = time.monotonic()
-    while proc.poll() is None and _done(out) < rows and time.monotonic() - start < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1][-500:]}"
-    proc.send_signal(sig)
+def _marker(out: Path) -> Path:
+    return out.with_name("paused")
 
 
 def test_real_kills_resume_to_the_same_store(ckpt, reference, tmp_path):
     out, total = tmp_path / "s.h5", 150  # 42 + 8 + 16 rows + 2 x 42 views, batches of 4
-    # 1. SIGKILL at a random early moment: during start-up, creation or the first rows
-    first = _spawn(ckpt, out)
+    # 1. SIGKILL at a random early moment: during start-up, creation or the first rows (the
+    #    stage pauses at a third of the rows, so the kill lands before it finishes, however busy)
+    first = _spawn(ckpt, out, pause_rows=total // 3)
     delay = random.uniform(0.0, 6.0)
     start = time.monotonic()
-    while first.poll() is None and time.monotonic() - start < delay and _done(out) < total // 3:
+    while first.poll() is None and time.monotonic() - start < delay and not _marker(out).exists():
         time.sleep(0.02)
     first.kill()
     first.wait()
     assert not out.exists(), f"SIGKILL after {delay:.2f} s"
     # 2. SIGKILL once rows are written
-    second = _spawn(ckpt, out)
-    _stop_when(second, out, _done(out) + 8, signal.SIGKILL)
+    second = _spawn(ckpt, out, pause_rows=_done(out) + 8)
+    wait_until_paused(second, _marker(out))
+    second.kill()
     second.wait()
     done = _done(out)
     assert done > 0 and Path(f"{out}.partial").exists() and not out.exists()
     # 3. Ctrl-C: exit 130, resumable
-    third = _spawn(ckpt, out)
-    _stop_when(third, out, done + 8, signal.SIGINT)
+    third = _spawn(ckpt, out, pause_rows=done + 8)
+    wait_until_paused(third, _marker(out))
+    third.send_signal(signal.SIGINT)
     _, err = third.communicate(timeout=60)
     assert third.returncode == 130, err[-500:]
     assert "resuming" in err and _done(out) > done

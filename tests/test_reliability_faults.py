@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 from ltkit.classifiers import load_classifier
 from ltkit.cli import app
 from ltkit.store import open_store
+from pausing import pause_env, wait_until_paused
 from storefixtures import make_store
 from test_extract import RESUME_ARGS, assert_same_datasets, make_checkpoint
 from test_reliability import ITERS, TINY_TRAIN, assert_refused, snapshot
@@ -193,28 +194,16 @@ def test_disk_full_while_writing_a_table_or_a_classifier(tmp_path):
 
 # ---- kills and Ctrl-C of real processes ----------------------------------------------------------
 
-def _ltkit(*args: str) -> subprocess.Popen:
+def _ltkit(*args: str, env: dict[str, str] = ENV) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ltkit", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
-
-
-def _wait_for_line(proc: subprocess.Popen, needle: str, deadline: float = 120.0) -> list[str]:
-    """Read the process's stderr until a line holds `needle`; the lines read."""
-    lines, start = [], time.monotonic()
-    while time.monotonic() - start < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"no {needle!r} in {''.join(lines)[-800:]}")
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
 def test_train_backbone_ctrl_c_keeps_the_resume_state(tmp_path):
-    out = tmp_path / "b.pt"
-    proc = _ltkit("train-backbone", *TINY_TRAIN, "--epochs", "5", "--out", str(out))
-    _wait_for_line(proc, "epoch 2/5")  # the resume state after epoch 1 is on disk
+    out, marker = tmp_path / "b.pt", tmp_path / "paused"
+    proc = _ltkit("train-backbone", *TINY_TRAIN, "--epochs", "5", "--out", str(out),
+                  env=pause_env(ENV, "epoch-end", 1, marker))
+    wait_until_paused(proc, marker)  # the resume state after epoch 1 is on disk
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-800:]
@@ -225,17 +214,18 @@ def test_train_backbone_ctrl_c_keeps_the_resume_state(tmp_path):
     assert resumed.exit_code == 0 and "resuming" in resumed.stderr, resumed.stderr[-800:]
 
 
-def test_augment_finetune_killed_or_interrupted_leaves_nothing_and_restarts(tmp_path):
+def test_augment_finetune_killed_or_interrupted_leaves_nothing_and_restarts(tmp_path, tmp_path_factory):
     store = make_store(tmp_path / "s.h5")
     args = ["augment-finetune", str(store), "--iterations", "2000", "--batch-size", "32",
             "--device", "cpu", "--threads", "1"]
     out_int, out_kill = tmp_path / "int.pt", tmp_path / "kill.pt"
+    markers = tmp_path_factory.mktemp("markers") / "int", tmp_path_factory.mktemp("markers") / "kill"
     run("confusing-classes", str(store), "--quiet")  # the table both processes use
-    interrupted = _ltkit(*args, "--out", str(out_int))
-    killed = _ltkit(*args, "--out", str(out_kill))
-    _wait_for_line(interrupted, "fine-tuning: ")
+    interrupted = _ltkit(*args, "--out", str(out_int), env=pause_env(ENV, "iteration", 100, markers[0]))
+    killed = _ltkit(*args, "--out", str(out_kill), env=pause_env(ENV, "iteration", 100, markers[1]))
+    wait_until_paused(interrupted, markers[0])  # 100 of 2000 iterations done
     interrupted.send_signal(signal.SIGINT)
-    _wait_for_line(killed, "fine-tuning: ")
+    wait_until_paused(killed, markers[1])
     killed.kill()
     _, err = interrupted.communicate(timeout=60)
     killed.communicate(timeout=60)
