@@ -1,7 +1,8 @@
-"""Device choice and seeding."""
+"""Device choice, mixed precision and seeding."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import numpy as np
@@ -33,3 +34,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on a CUDA device that supports it, else fp16 on CUDA, else fp32."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a resolved `precision` (fp32: none) on `device`."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

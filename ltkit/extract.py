@@ -25,7 +25,7 @@ from ltkit.artifacts import (check_not_input, check_output, commit_partial, file
 from ltkit.cams import label_cams
 from ltkit.checkpoint import load_backbone
 from ltkit.classifiers import Classifier
-from ltkit.device import seed_everything
+from ltkit.device import autocast, resolve_precision, seed_everything
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 from ltkit.extract_parts import Part, SeededViews, checkpoint_data, make_parts, view_seed
 from ltkit.store import (COMPRESSIONS, SPLITS, VIEWS, BackgroundWriter, Progress, StoreLayout, StoreWriter,
@@ -61,23 +61,6 @@ class ExtractConfig:
             raise ConfigError(f"unknown compression {self.compression!r}; valid: {', '.join(COMPRESSIONS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
-    return precision
 
 
 @torch.no_grad()
