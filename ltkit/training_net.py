@@ -1,5 +1,8 @@
 """The network `train-backbone` optimises: a backbone plus its training-only parts.
 
+(Beside `ltkit.train`, not under `ltkit.models`: it joins a backbone with the training-only
+modules of `ltkit.scl` and `ltkit.rsg`, so `ltkit.models` stays a leaf package.)
+
 The parts are the SCL projection head (`ltkit.scl`) and the RSG module (`ltkit.rsg`). They
 live beside the backbone, never inside it, so the checkpoint's `model_state` is the plain
 backbone's and every later stage (extract, CAMs) sees an ordinary model; their weights go
@@ -9,14 +12,20 @@ only into the resume state (`parts_state`). Without parts, the forward pass is e
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
 
+from ltkit import console
+from ltkit.data import Splits
+from ltkit.errors import ConfigError
 from ltkit.models.base import Backbone
-from ltkit.rsg import RSG
+from ltkit.rsg import RSG, head_classes
 from ltkit.scl import ProjectionHead
+
+if TYPE_CHECKING:
+    from ltkit.train import TrainConfig
 
 
 class TrainOutput(NamedTuple):
@@ -80,3 +89,25 @@ def stage_channels(backbone: Backbone, stage: int, in_channels: int, image_size:
     channels = backbone.forward_until(probe, stage).shape[1]
     backbone.train(was_training)
     return int(channels)
+
+
+def build_training_net(cfg: TrainConfig, model: Backbone, splits: Splits,
+                       device: torch.device) -> TrainingNet:
+    """The backbone with the training-only parts `cfg` asks for, on `device`."""
+    projection = rsg = stage = None
+    if cfg.scl_weight > 0:
+        projection = ProjectionHead(model.feature_dim, cfg.scl_dim)
+    if cfg.rsg:
+        stage = model.num_stages - 1 if cfg.rsg_stage is None else cfg.rsg_stage
+        if not 1 <= stage <= model.num_stages:
+            raise ConfigError(f"--rsg-stage {stage} does not exist: {cfg.arch} has stages "
+                              f"1-{model.num_stages}")
+        channels = stage_channels(model, stage, splits.in_channels, splits.image_size)
+        head = head_classes(splits.train_counts, cfg.rsg_head_ratio)
+        rsg = RSG(len(splits.class_names), channels, head, n_centers=cfg.rsg_centers,
+                  contrastive_dim=cfg.rsg_dim, strength=cfg.rsg_strength,
+                  start_epoch=cfg.rsg_start_epoch())
+        console.log(f"rsg: after stage {stage} ({channels} channels), head classes "
+                    f"{', '.join(splits.class_names[c] for c in head)}; generating from epoch "
+                    f"{cfg.rsg_start_epoch() + 1}")
+    return TrainingNet(model, projection=projection, rsg=rsg, rsg_stage=stage).to(device)

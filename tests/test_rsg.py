@@ -11,7 +11,7 @@ from torch import nn
 
 from ltkit.errors import ConfigError
 from ltkit.models import MODELS, create_model
-from ltkit.models.training import TrainingNet, stage_channels
+from ltkit.training_net import TrainingNet, stage_channels
 from ltkit.rsg import RSG, contrast_pairs, head_classes
 
 K, C, H = 4, 8, 4  # classes, channels, map side of the hand-made maps
