@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
 
     # 1. Phase I: backbone + linear classifier (resumes after a crash, reuses a finished run)
     spec = DatasetSpec(name=args.data, root=args.root, imbalance=args.imbalance)
-    backbone = train_backbone(TrainConfig(data=spec, arch="resnet32", epochs=args.epochs,
-                                          lr=args.lr, device=args.device), out / "backbone.pt")
+    backbone = train_backbone(TrainConfig(data=spec, arch="resnet32", epochs=args.epochs, lr=args.lr,
+                                          run=RunOptions(device=args.device)), out=out / "backbone.pt")
     # 2. the feature store: maps before pooling, CAMs, pooled features, logits
     store = extract(ExtractConfig(checkpoint=str(backbone), out=str(out / "features.h5"),
                                   device=args.device))

@@ -17,7 +17,10 @@ from ltkit.checkpoint import load_backbone
 from ltkit.cli import app
 from ltkit.data import DatasetSpec
 from ltkit.models import create_model
+from ltkit.losses import LossOptions
+from ltkit.runoptions import RunOptions
 from ltkit.train import TrainConfig, train_backbone
+from ltkit.train_state import result_options
 
 TINY = ["--data", "synthetic", "--num-classes", "4", "--n-max", "40", "--imbalance", "4",
         "--val-per-class", "4", "--arch", "resnet32", "--batch-size", "16", "--device", "cpu"]
@@ -42,7 +45,7 @@ def test_scl_rsg_ldam_trains_in_one_command_into_a_plain_backbone(tmp_path):
     for epoch in (first, second):
         assert {"cls_loss", "scl_loss", "cesc_loss", "mv_loss"} <= epoch.keys()
     assert second["mv_loss"] > 0 and first["mv_loss"] == 0
-    cfg = ckpt["config"]
+    cfg = result_options(ckpt["config"])  # the loss options are nested under loss_options
     assert cfg["rsg"] and cfg["scl_weight"] == 0.5 and cfg["loss"] == "ldam" and cfg["drw_epoch"] == 1
     # an ordinary backbone: the keys of a plain model of that arch, no training-only parts
     plain = create_model("resnet32", 4, 3, head="cosine").state_dict()
@@ -58,13 +61,13 @@ def test_scl_rsg_ldam_trains_in_one_command_into_a_plain_backbone(tmp_path):
 
 def _system_config(epochs: int = 2) -> TrainConfig:
     spec = DatasetSpec(name="synthetic", num_classes=4, n_max=40, imbalance=4, val_per_class=4)
-    return TrainConfig(data=spec, arch="resnet32", batch_size=16, epochs=epochs, device="cpu",
-                       loss="ldam", drw_epoch=1, scl_weight=0.5, rsg=True, rsg_epoch=1,
-                       rsg_head_ratio=0.5, rsg_centers=3, rsg_dim=16, seed=2)
+    return TrainConfig(data=spec, arch="resnet32", batch_size=16, epochs=epochs, run=RunOptions(device="cpu"),
+                       loss="ldam", loss_options=LossOptions(drw_epoch=1), scl_weight=0.5, rsg=True,
+                       rsg_epoch=1, rsg_head_ratio=0.5, rsg_centers=3, rsg_dim=16, seed=2)
 
 
 def test_interrupted_run_resumes_with_its_training_parts(tmp_path, monkeypatch):
-    reference = train_backbone(_system_config(), tmp_path / "ref.pt")
+    reference = train_backbone(_system_config(), out=tmp_path / "ref.pt")
 
     out = tmp_path / "b.pt"
     real_epoch = train_module.train_one_epoch
@@ -76,7 +79,7 @@ def test_interrupted_run_resumes_with_its_training_parts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_backbone(_system_config(), out)
+        train_backbone(_system_config(), out=out)
     partial = torch.load(tmp_path / "b.pt.partial", weights_only=True)
     assert partial["epoch"] == 1
     parts = partial["train_parts"]
@@ -87,7 +90,7 @@ def test_interrupted_run_resumes_with_its_training_parts(tmp_path, monkeypatch):
     assert len(partial["optimizer"]["param_groups"][0]["params"]) == n_backbone + n_parts
 
     monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
-    train_backbone(_system_config(), out)
+    train_backbone(_system_config(), out=out)
     a = torch.load(reference, weights_only=True)["model_state"]
     b = torch.load(out, weights_only=True)["model_state"]
     assert a.keys() == b.keys()
@@ -112,8 +115,9 @@ def test_bad_scl_rsg_options_are_one_line_and_exit_2(tmp_path, args, needle):
 
 def test_rsg_starts_at_its_epoch_else_with_drw_else_at_80_percent():
     spec = DatasetSpec(name="synthetic")
-    assert TrainConfig(data=spec, epochs=10, rsg=True, rsg_epoch=3, drw_epoch=6).rsg_start_epoch() == 3
-    assert TrainConfig(data=spec, epochs=10, rsg=True, drw_epoch=6).rsg_start_epoch() == 6
+    drw6 = LossOptions(drw_epoch=6)
+    assert TrainConfig(data=spec, epochs=10, rsg=True, rsg_epoch=3, loss_options=drw6).rsg_start_epoch() == 3
+    assert TrainConfig(data=spec, epochs=10, rsg=True, loss_options=drw6).rsg_start_epoch() == 6
     assert TrainConfig(data=spec, epochs=200, rsg=True).rsg_start_epoch() == 160  # the reference's
 
 

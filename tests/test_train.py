@@ -16,7 +16,9 @@ from ltkit.cli import app
 from ltkit.checkpoint import load_backbone
 from ltkit.data import DatasetSpec
 from ltkit.train import TrainConfig, lr_at
+from fakedata import write_imagefolder, write_png
 from pausing import pause_env, wait_until_paused
+from test_reliability import assert_refused, snapshot
 
 TINY = ["--data", "synthetic", "--num-classes", "4", "--n-max", "40", "--imbalance", "4",
         "--val-per-class", "4", "--arch", "resnet32", "--batch-size", "32", "--device", "cpu"]
@@ -138,3 +140,96 @@ def test_partial_with_other_options_is_refused(tmp_path):
     torch.save(ckpt, tmp_path / "c.pt.partial")
     result = run_cli("train-backbone", *TINY, "--epochs", "2", "--out", str(tmp_path / "c.pt"))
     assert result.exit_code == 2 and "lr" in result.stderr and "--force" in result.stderr
+
+
+# ---- checkpoints of the flat config layout (ltkit before the nested TrainConfig) -------------
+
+def as_flat_layout(ckpt: dict) -> dict:
+    """`ckpt` as the ltkit of the flat TrainConfig wrote it: loss options and how-it-ran
+    options at the top of `config` (no drw_beta, no threads / resident_gib / scratch_dir) and
+    no data fingerprint."""
+    config = dict(ckpt["config"])
+    loss_options, run_options = config.pop("loss_options"), config.pop("run")
+    loss_options.pop("drw_beta")
+    config.update(loss_options, device=run_options["device"], workers=run_options["workers"],
+                  eval_every=run_options["eval_every"])
+    flat = {k: v for k, v in ckpt.items() if k != "data_fingerprint"}
+    return flat | {"config": config}
+
+
+def test_a_flat_layout_checkpoint_is_reused_and_its_resume_state_resumes(tmp_path, monkeypatch):
+    import ltkit.train as train_module
+
+    args = [*TINY, "--epochs", "2", "--loss", "focal", "--focal-gamma", "2", "--seed", "1"]
+    ref = tmp_path / "ref.pt"
+    assert run_cli("train-backbone", *args, "--out", str(ref)).exit_code == 0
+    # a finished checkpoint: reused by the same command, refused for another loss option
+    torch.save(as_flat_layout(torch.load(ref, weights_only=True)), ref)
+    before = ref.read_bytes()
+    again = run_cli("train-backbone", *args, "--workers", "0", "--out", str(ref))
+    assert again.exit_code == 0 and "reusing" in again.stderr and ref.read_bytes() == before
+    other = run_cli("train-backbone", *args, "--focal-gamma", "1", "--out", str(ref))
+    assert other.exit_code == 2 and "other options (focal_gamma)" in other.stderr
+    # a resume state after epoch 1: resumed, and ends with the uninterrupted run's weights
+    out = tmp_path / "b.pt"
+    real_epoch = train_module.train_one_epoch
+
+    def interrupted(*a, **kw):
+        if a[6] == 1:
+            raise KeyboardInterrupt
+        return real_epoch(*a, **kw)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
+    assert run_cli("train-backbone", *args, "--out", str(out)).exit_code == 130
+    partial = tmp_path / "b.pt.partial"
+    torch.save(as_flat_layout(torch.load(partial, weights_only=True)), partial)
+    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+    resumed = run_cli("train-backbone", *args, "--device", "cpu", "--out", str(out))
+    assert resumed.exit_code == 0 and "resuming" in resumed.stderr, resumed.stderr
+    a, b = (torch.load(p, weights_only=True)["model_state"] for p in (ref, out))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+# ---- a rerun after the data changed (docs/reliability.md) ------------------------------------
+
+FOLDER_ARGS = ["--data", "imagefolder", "--imbalance", "1", "--val-per-class", "0", "--image-size", "8",
+               "--arch", "resnet32", "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--quiet"]
+
+
+def test_a_rerun_on_changed_data_is_refused_unless_forced(tmp_path):
+    root = write_imagefolder(tmp_path / "data", [6, 4, 3], test_per_class=2, size=8)
+    out = tmp_path / "b.pt"
+    args = [*FOLDER_ARGS, "--root", str(root), "--out", str(out)]
+    assert run_cli("train-backbone", *args).exit_code == 0
+    before = snapshot(tmp_path)
+    again = run_cli("train-backbone", *args)
+    assert again.exit_code == 0 and again.stdout.strip() == str(out) and snapshot(tmp_path) == before
+    write_png(root / "train" / "c1" / "extra.png", size=8, seed=9)  # the folder gained an image
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train-backbone", *args), "was trained on data that has changed since",
+                   folder=tmp_path, before=before)
+    (root / "train" / "c1" / "extra.png").unlink()
+    os.utime(root / "train" / "c0" / "000.png", ns=(1, 1))  # an image replaced (a new date)
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train-backbone", *args), "data that has changed", folder=tmp_path, before=before)
+    forced = run_cli("train-backbone", *args, "--force")
+    assert forced.exit_code == 0 and forced.stdout.strip() == str(out)
+    assert run_cli("train-backbone", *args).exit_code == 0  # reused: the checkpoint is of this data now
+
+
+def test_a_resume_state_on_changed_data_is_refused_and_one_without_a_fingerprint_resumes(tmp_path):
+    root = write_imagefolder(tmp_path / "data", [6, 4, 3], test_per_class=2, size=8)
+    out = tmp_path / "b.pt"
+    args = [*FOLDER_ARGS, "--root", str(root), "--out", str(out)]
+    assert run_cli("train-backbone", *args).exit_code == 0
+    ckpt = torch.load(out, weights_only=True)
+    out.unlink()
+    torch.save(ckpt | {"optimizer": {}, "data_fingerprint": "0" * 64}, tmp_path / "b.pt.partial")
+    before = snapshot(tmp_path)
+    assert_refused(run_cli("train-backbone", *args), "interrupted run on data that has changed since",
+                   folder=tmp_path, before=before)
+    # a checkpoint from before fingerprints: reused as before, without an error
+    torch.save({k: v for k, v in ckpt.items() if k != "data_fingerprint"}, out)
+    (tmp_path / "b.pt.partial").unlink()
+    again = run_cli("train-backbone", *args)
+    assert again.exit_code == 0 and again.stdout.strip() == str(out)

@@ -108,32 +108,28 @@ def train_backbone_cmd(
 
     SCL + RSG + LDAM: --loss ldam --drw-epoch E --scl-weight W --rsg.
     """
+    from ltkit.losses import LossOptions
+    from ltkit.runoptions import RunOptions
     from ltkit.train import TrainConfig, train_backbone
 
     def run() -> Path:
         spec = make_spec(data, root, imbalance, profile, counts, val_per_class, download,
                          train_list, val_list, test_list, image_size, num_classes, n_max,
                          bound_per_class)
+        loss_options = LossOptions(focal_gamma=focal_gamma, cb_beta=cb_beta, ldam_max_m=ldam_max_m,
+                                   ldam_s=ldam_s, la_tau=la_tau, drw_epoch=drw_epoch)
         cfg = TrainConfig(data=spec, arch=arch, head=head, pretrained=pretrained, loss=loss,
-                          focal_gamma=focal_gamma, cb_beta=cb_beta, ldam_max_m=ldam_max_m,
-                          ldam_s=ldam_s, la_tau=la_tau, drw_epoch=drw_epoch, augment=augment, sampler=sampler,
+                          loss_options=loss_options, augment=augment, sampler=sampler,
                           epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                           weight_decay=weight_decay, schedule=schedule,
                           milestones=parse_int_list(milestones, "--milestones") or [],
-                          warmup_epochs=warmup_epochs, seed=seed, device=device,
-                          workers=workers, amp=amp, eval_every=eval_every,
+                          warmup_epochs=warmup_epochs, seed=seed, amp=amp,
                           scl_weight=scl_weight, scl_temperature=scl_temperature, scl_dim=scl_dim,
                           rsg=rsg, rsg_centers=rsg_centers, rsg_stage=rsg_stage,
                           rsg_head_ratio=rsg_head_ratio, rsg_dim=rsg_dim, rsg_strength=rsg_strength,
                           rsg_cesc_weight=rsg_cesc_weight, rsg_mv_weight=rsg_mv_weight,
-                          rsg_epoch=rsg_epoch)
-        target = out or default_out(cfg)
-        return train_backbone(cfg, target, force=force, resume=resume)
+                          rsg_epoch=rsg_epoch,
+                          run=RunOptions(device=device, workers=workers, eval_every=eval_every))
+        return train_backbone(cfg, out=out, force=force, resume=resume)
 
     emit_path(run_stage(run, quiet=quiet, debug=debug))
-
-
-def default_out(cfg) -> Path:
-    tag = f"if{cfg.data.imbalance:g}" if cfg.data.counts is None else "counts"
-    extras = ("-scl" if cfg.scl_weight > 0 else "") + ("-rsg" if cfg.rsg else "")
-    return Path("runs") / f"{cfg.data.name}-{tag}" / f"backbone-{cfg.arch}-{cfg.loss}{extras}-s{cfg.seed}.pt"
