@@ -290,3 +290,49 @@ def test_bound_split_is_balanced_and_disjoint_from_train_and_val():
     assert np.array_equal(plain.train[26:], sel.train[20:])  # plain: the head trains on 30 - 4
     with pytest.raises(ConfigError, match="leaves none to train on"):
         select_long_tail(labels, [30, 12, 5], val_per_class=10, bound_per_class=20, seed=0)
+
+
+# ---- list-file labels are checked before anything is sized by them (docs/reliability.md) ------
+
+def test_list_file_labels_are_checked_before_use_in_one_short_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from ltkit.cli import app
+    from test_reliability import assert_refused, snapshot
+
+    lists = write_list_files(tmp_path / "lists", [5, 3], test_per_class=1, size=8)
+    train = lists["train"].read_text().splitlines()  # 8 lines: 5 of class 0, then 3 of class 1
+
+    def list_file(name: str, lines: list[str]) -> str:
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return str(tmp_path / name)
+
+    huge = list_file("huge.txt", [*train[:2], "images/c0/train_002.png 1000000000", *train[3:]])
+    million = list_file("million.txt", [*train[:6], "images/c1/train_001.png 1000000"])
+    gaps = list_file("gaps.txt", [f"{line.rsplit(maxsplit=1)[0]} {0 if i < 5 else 7}" for i, line in enumerate(train)])
+    many_gaps = list_file("many.txt", [f"images/c0/train_000.png {0 if i == 0 else 39}" for i in range(40)])
+    test_huge = list_file("test_huge.txt", ["images/c0/test_000.png 0", "images/c1/test_000.png 1000000000"])
+    common = ["train-backbone", "--data", "imagefolder", "--root", str(tmp_path / "lists"), "--imbalance", "1",
+              "--val-per-class", "0", "--image-size", "8", "--epochs", "1", "--device", "cpu",
+              "--out", str(tmp_path / "b.pt"), "--quiet"]
+    before = snapshot(tmp_path)
+    for train_list, test_list, needle in [
+        (huge, lists["test"], "huge.txt:3: label 1000000000 is not a class index below 8"),
+        (million, lists["test"], "million.txt:7: label 1000000"),
+        (gaps, lists["test"], "no image of class(es) 1, 2, 3, 4, 5 and 1 more of 0..7"),
+        (many_gaps, lists["test"], "no image of class(es) 1, 2, 3, 4, 5 and 33 more of 0..39"),
+        (lists["train"], test_huge, "test_huge.txt:2: label 1000000000 is not a class index below 2"),
+    ]:
+        result = CliRunner().invoke(app, [*common, "--train-list", str(train_list), "--test-list", str(test_list)])
+        assert_refused(result, needle, folder=tmp_path, before=before)
+        assert len(result.stderr) < 300, result.stderr  # one short line, however many classes
+
+
+def test_read_list_accepts_dense_labels(tmp_path):
+    from ltkit.data.imagefolder import read_list
+
+    lists = write_list_files(tmp_path, [3, 2, 1], test_per_class=1, size=8)
+    paths, labels = read_list(tmp_path, str(lists["train"]))
+    assert labels.tolist() == [0, 0, 0, 1, 1, 2] and all(Path(p).is_file() for p in paths)
+    with pytest.raises(DataError, match=r"test.txt:3: label 2 is not a class index below 2"):
+        read_list(tmp_path, str(lists["test"]), classes=2)

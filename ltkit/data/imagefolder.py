@@ -8,9 +8,10 @@ both test/ and val/, val/ is the data set's own validation split.
 List files (ImageNet-LT / Places-LT format): spec.train_list, spec.test_list and optionally
 spec.val_list, each with lines ``relative/path.jpg label`` (paths relative to ROOT; a leading
 "/" is dropped, as in Places-LT's lists). A list file path is used as given, else looked up
-under ROOT. With no test_list, val_list is the test split. K = largest train label + 1;
-class names are the images' parent folder names when those are distinct per label, else the
-label numbers.
+under ROOT. With no test_list, val_list is the test split. K = largest train label + 1,
+and every class 0..K-1 must have a training image (labels are checked before anything is
+sized by them: a stray label of 10^9 is one line naming its file and line). Class names are
+the images' parent folder names when those are distinct per label, else the label numbers.
 
 Images are decoded on access (grayscale or colour: spec.channels, or detected from the first
 training image) and resized by the transform to spec.image_size (default 224).
@@ -25,7 +26,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from ltkit.data.datasets import FilePool, image_channels
 from ltkit.data.sources import DATASETS, SourceData, existing_root
-from ltkit.data.spec import DatasetSpec
+from ltkit.data.spec import DatasetSpec, brief
 from ltkit.errors import ConfigError, DataError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -75,21 +76,40 @@ def _list_path(root: Path, given: str) -> Path:
     return path
 
 
-def read_list(root: Path, given: str) -> Files:
-    """Paths (under root) and labels of a `relative/path.jpg label` list file."""
+def read_list(root: Path, given: str, classes: int | None = None) -> Files:
+    """Paths (under root) and labels of a `relative/path.jpg label` list file.
+
+    Labels are class indices: below `classes` when given (an evaluation list, against the
+    train list's classes), else below the number of entries (a train list: every class needs
+    an image), so a stray huge label is refused here, before anything is sized by it."""
     path = _list_path(root, given)
-    paths, labels = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    if not lines:
+        raise DataError(f"list file {path} has no entries")
+    bound = len(lines) if classes is None else classes
+    paths, labels = [], np.empty(len(lines), dtype=np.int64)
+    for i, (number, line) in enumerate(lines):
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-            raise DataError(f"{path}:{number}: expected 'relative/path.jpg label', got {line.strip()!r}")
+            raise DataError(f"{path}:{number}: expected 'relative/path.jpg label', got {line.strip()[:80]!r}")
+        label = int(parts[1])
+        if label >= bound:
+            raise DataError(f"{path}:{number}: label {label} is not a class index below {bound} "
+                            + ("(the train list's classes)" if classes is not None
+                               else f"(the list's {bound} entries; labels number the classes 0..K-1)"))
         paths.append(str(root / parts[0].strip().lstrip("/")))
-        labels.append(int(parts[1]))
-    if not paths:
-        raise DataError(f"list file {path} has no entries")
-    return paths, np.array(labels, dtype=np.int64)
+        labels[i] = label
+    return paths, labels
+
+
+def _dense_classes(path: Path, labels: np.ndarray) -> int:
+    """K, the train list's class count: its labels must be exactly 0..K-1."""
+    k = int(labels.max()) + 1
+    missing = np.flatnonzero(np.bincount(labels, minlength=k) == 0)  # (M,)
+    if len(missing):
+        raise DataError(f"{path}: no image of class(es) {brief(missing.tolist())} of 0..{k - 1}; "
+                        "labels must number the classes 0..K-1, each with training images")
+    return k
 
 
 def _names_from_paths(paths: list[str], labels: np.ndarray, k: int) -> list[str]:
@@ -106,12 +126,9 @@ def _from_lists(root: Path, spec: DatasetSpec) -> tuple[Files, Files, Files | No
     if spec.test_list is None and spec.val_list is None:
         raise ConfigError("--train-list needs --test-list (or --val-list) to give the evaluation images")
     train = read_list(root, spec.train_list)
-    k = int(train[1].max()) + 1
-    test = read_list(root, spec.test_list or spec.val_list)
-    own_val = read_list(root, spec.val_list) if spec.test_list and spec.val_list else None
-    for split in (test, own_val):
-        if split is not None and split[1].max() >= k:
-            raise DataError(f"an evaluation list has label {split[1].max()} but the train list only 0..{k - 1}")
+    k = _dense_classes(_list_path(root, spec.train_list), train[1])
+    test = read_list(root, spec.test_list or spec.val_list, classes=k)
+    own_val = read_list(root, spec.val_list, classes=k) if spec.test_list and spec.val_list else None
     return train, test, own_val, _names_from_paths(*train, k)
 
 

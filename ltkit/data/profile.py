@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ltkit.data.spec import brief
 from ltkit.errors import ConfigError, DataError
 
 
@@ -66,7 +67,7 @@ def resolve_counts(
     k = len(class_sizes)
     if any(size == 0 for size in class_sizes):
         empty = [class_names[c] for c, size in enumerate(class_sizes) if size == 0]
-        raise DataError(f"class(es) {', '.join(empty)} have no training images; every class needs some")
+        raise DataError(f"class(es) {brief(empty)} have no training images; every class needs some")
     if counts is not None:
         if len(counts) != k:
             raise ConfigError(f"counts has {len(counts)} values but the data set has {k} classes; "

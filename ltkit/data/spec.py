@@ -16,6 +16,14 @@ from torch.utils.data import Dataset
 from ltkit.errors import ConfigError
 
 PROFILES = ("exp", "step")
+BRIEF = 5  # items a message lists before "and N more": every error stays one short line
+
+
+def brief(items) -> str:
+    """The first `BRIEF` items, comma-separated, then how many more there are."""
+    items = [str(i) for i in items]
+    more = f" and {len(items) - BRIEF} more" if len(items) > BRIEF else ""
+    return ", ".join(items[:BRIEF]) + more
 
 
 @dataclass
@@ -94,7 +102,7 @@ def check_spec(spec: DatasetSpec) -> None:
         spec.counts = _int_list("counts", spec.counts)
         bad = [c for c in spec.counts if c <= 0]
         if bad or not spec.counts:
-            raise ConfigError(f"counts must be positive integers, one per class; got {spec.counts}")
+            raise ConfigError(f"counts must be positive integers, one per class; got {brief(spec.counts)}")
     for name in ("val_per_class", "bound_per_class"):
         if not isinstance(getattr(spec, name), int) or getattr(spec, name) < 0:
             raise ConfigError(f"{name} must be a whole number >= 0, got {getattr(spec, name)!r}")
