@@ -7,8 +7,9 @@ sees the batch's feature maps there. It has two parts:
   on its pooled map p, and the loss is sum_k gamma_k ||f - c_{y,k}||^2 (summed over C, H, W,
   averaged over the batch: the reference's `compute_cesc_loss` normalisation, so at its
   weight 0.1 this term is in the thousands on ResNet-32 maps and is most of the total loss,
-  as in their runs; it trains only the module's own parameters, on detached maps). Until generation starts, a contrastive module also learns to
-  tell whether two maps come from the same class (cross-entropy on pairs of the batch).
+  as in their runs; it trains only the module's own parameters, on detached maps). Until
+  generation starts, a contrastive module also learns to tell whether two maps come from the
+  same class (cross-entropy on pairs of the batch).
 - Sample generation, from `start_epoch` on. A head-class map's displacement from its nearest
   centre, v = f_h - c_h, carries class-independent variation; a learned 3x3 convolution T
   turns it into T(v), and f_t + T(v) is a new sample of the tail class of f_t. The
@@ -47,7 +48,8 @@ Defaults and choices, with their source (the authors' code, github.com/Jianf-Wan
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F

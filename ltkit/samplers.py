@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch.utils.data import Sampler
 from ltkit.errors import ConfigError, DataError
 from ltkit.registry import Registry
 
-SAMPLERS: Registry[type["LongTailSampler"]] = Registry("sampler")
+SAMPLERS: Registry[type[LongTailSampler]] = Registry("sampler")
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 PAUSE_AT = "LTKIT_TEST_PAUSE_AT"
 PAUSE_MARKER = "LTKIT_TEST_PAUSE_MARKER"

@@ -39,7 +39,7 @@ from ltkit.runoptions import RunOptions
 from ltkit.samplers import SAMPLERS, make_sampler
 from ltkit.scl import SupConLoss, TwoViewDataset
 from ltkit.train_loop import epoch_line, evaluate_model, lr_at, train_one_epoch
-from ltkit.train_state import checkpoint, checkpoint_differs, load_resume_state
+from ltkit.train_state import checkpoint, checkpoint_differs, load_resume_state, restore, training_state
 from ltkit.training_net import TrainingNet, build_training_net
 
 __all__ = ["TrainConfig", "default_out", "lr_at", "train_backbone"]
@@ -194,7 +194,7 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
 
     # 5. resume from the last completed epoch of this very run
     state = load_resume_state(partial, cfg, fingerprint) if resume else None
-    start_epoch, history = _restore(state, partial, cfg, model, net, optimizer, scaler)
+    start_epoch, history = restore(state, partial, cfg, model, net, optimizer, scaler)
     replica = _replicate(net, ctx, find_unused=cfg.rsg)
     snapshot = functools.partial(checkpoint, cfg, model, splits, fingerprint, ctx.world_size)
 
@@ -214,7 +214,7 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
             history.append(stats)
             console.log(epoch_line(epoch, cfg.epochs, stats))
             if ctx.is_main and not last:
-                _save(partial, snapshot(epoch + 1, metrics, history) | _training_state(optimizer, scaler, net))
+                _save(partial, snapshot(epoch + 1, metrics, history) | training_state(optimizer, scaler, net))
                 testhooks.pause_at("epoch-end", epoch + 1)
             ctx.barrier()
 
@@ -275,19 +275,6 @@ def _loaders(cfg: TrainConfig, splits: Splits, eval_splits: Splits, sampler: Sam
     return loader, test_loader
 
 
-def _restore(state: dict[str, Any] | None, partial: Path, cfg: TrainConfig, model: Backbone,
-             net: TrainingNet, optimizer, scaler) -> tuple[int, list[dict[str, Any]]]:
-    """Load a resume state into the run; the epoch to start from and the history so far."""
-    if state is None:
-        return 0, []
-    model.load_state_dict(state["model_state"])
-    net.load_parts_state(state.get("train_parts", {}))
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    console.log(f"resuming {partial} after epoch {state['epoch']}/{cfg.epochs}")
-    return state["epoch"], state["history"]
-
-
 def _replicate(net: TrainingNet, ctx: distributed.DistContext, *, find_unused: bool) -> torch.nn.Module:
     """`net` itself, or under torchrun one DDP replica per process (RSG leaves parts unused in
     some epochs: `find_unused`)."""
@@ -296,11 +283,6 @@ def _replicate(net: TrainingNet, ctx: distributed.DistContext, *, find_unused: b
     device = ctx.device
     return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=find_unused)
-
-
-def _training_state(optimizer, scaler, net: TrainingNet) -> dict[str, Any]:
-    """What the resume state holds beyond the checkpoint (never in the checkpoint itself)."""
-    return {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "train_parts": net.parts_state()}
 
 
 def _save(path: Path, obj: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ltkit import console
 from ltkit.artifacts import load_torch_artifact, make_lineage, other_options, versions
 from ltkit.checkpoint import FORMAT, FORMAT_VERSION
 from ltkit.data import DatasetSpec, Splits
@@ -24,6 +25,7 @@ from ltkit.runoptions import RUN_FIELDS
 
 if TYPE_CHECKING:
     from ltkit.train import TrainConfig
+    from ltkit.training_net import TrainingNet
 
 DATA_CHANGED = "its images, their files or their labels differ"  # why a rerun is refused
 
@@ -107,6 +109,24 @@ def checkpoint(cfg: TrainConfig, model: torch.nn.Module, splits: Splits, fingerp
                              if splits.kept_indices is not None else None),
             "lineage": make_lineage({}, options, cfg.seed), "versions": versions(),
             "metrics": metrics, "epoch": epoch, "history": history, "world_size": world_size}
+
+
+def training_state(optimizer, scaler, net: TrainingNet) -> dict[str, Any]:
+    """What the resume state holds beyond the checkpoint (never in the checkpoint itself)."""
+    return {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "train_parts": net.parts_state()}
+
+
+def restore(state: dict[str, Any] | None, partial: Path, cfg: TrainConfig, model: torch.nn.Module,
+             net: TrainingNet, optimizer, scaler) -> tuple[int, list[dict[str, Any]]]:
+    """Load a resume state into the run; the epoch to start from and the history so far."""
+    if state is None:
+        return 0, []
+    model.load_state_dict(state["model_state"])
+    net.load_parts_state(state.get("train_parts", {}))
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    console.log(f"resuming {partial} after epoch {state['epoch']}/{cfg.epochs}")
+    return state["epoch"], state["history"]
 
 
 def plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -10,11 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from fakedata import (read_cifar_train_labels, write_cifar10, write_cifar100, write_fashion_mnist,
-                      write_imagefolder, write_list_files)
-from ltkit.data import (DATASETS, DatasetSpec, build_splits, long_tail_counts, resolve_counts,
-                        spec_from_dict)
-from ltkit.data import fashion_mnist
+from fakedata import (
+    read_cifar_train_labels,
+    write_cifar10,
+    write_cifar100,
+    write_fashion_mnist,
+    write_imagefolder,
+    write_list_files,
+)
+from ltkit.data import (
+    DATASETS,
+    DatasetSpec,
+    build_splits,
+    fashion_mnist,
+    long_tail_counts,
+    resolve_counts,
+    spec_from_dict,
+)
 from ltkit.errors import ConfigError, DataError
 
 GAMO = [4000, 2000, 1000, 750, 500, 350, 200, 100, 60, 40]
@@ -195,7 +207,8 @@ def test_list_files(tmp_path):
     assert splits.class_names == ["c0", "c1"] and splits.train_counts == [5, 3]
     assert len(splits.val) == 4 and len(splits.test) == 4 and splits.val[0][0].shape == (3, 8, 8)
     # Places-LT style: a leading "/" on the paths
-    (tmp_path / "slash.txt").write_text("".join(f"/{line}\n" for line in lists["train"].read_text().split("\n") if line))
+    lines = [line for line in lists["train"].read_text().split("\n") if line]
+    (tmp_path / "slash.txt").write_text("".join(f"/{line}\n" for line in lines))
     spec = dataclasses.replace(spec, train_list="slash.txt")
     assert build_splits(spec).train_counts == [5, 3]
     (tmp_path / "bad.txt").write_text("images/c0/train_000.png\n")

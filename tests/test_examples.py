@@ -83,8 +83,8 @@ def test_library_api_example(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
     import library_api
 
-    results = library_api.main(["--data", "synthetic", "--imbalance", "10", "--epochs", "1",
-                                "--lr", "0.02", "--iterations", "60", "--device", "cpu", "--out", str(tmp_path / "api")])
+    results = library_api.main(["--data", "synthetic", "--imbalance", "10", "--epochs", "1", "--lr", "0.02",
+                                "--iterations", "60", "--device", "cpu", "--out", str(tmp_path / "api")])
     assert set(results) == {"phase1", "fsa", "none"}
     assert all(0.0 <= r["balanced_accuracy"] <= 1.0 for r in results.values())
     assert (tmp_path / "api" / "features.h5").is_file() and (tmp_path / "api" / "fsa.pt").is_file()

@@ -11,8 +11,8 @@ from torch import nn
 
 from ltkit.errors import ConfigError
 from ltkit.models import MODELS, create_model
-from ltkit.training_net import TrainingNet, stage_channels
 from ltkit.rsg import RSG, contrast_pairs, head_classes
+from ltkit.training_net import TrainingNet, stage_channels
 
 K, C, H = 4, 8, 4  # classes, channels, map side of the hand-made maps
 

@@ -16,8 +16,8 @@ import ltkit.train as train_module
 from ltkit.checkpoint import load_backbone
 from ltkit.cli import app
 from ltkit.data import DatasetSpec
-from ltkit.models import create_model
 from ltkit.losses import LossOptions
+from ltkit.models import create_model
 from ltkit.runoptions import RunOptions
 from ltkit.train import TrainConfig, train_backbone
 from ltkit.train_state import result_options

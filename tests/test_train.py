@@ -6,17 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from ltkit.cli import app
+from fakedata import write_imagefolder, write_png
 from ltkit.checkpoint import load_backbone
+from ltkit.cli import app
 from ltkit.data import DatasetSpec
 from ltkit.train import TrainConfig, lr_at
-from fakedata import write_imagefolder, write_png
 from pausing import pause_env, wait_until_paused
 from test_reliability import assert_refused, snapshot
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from ltkit.augment import TAU_G, TAU_S
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Force, Quiet, Seed, emit_path, run_stage
-from ltkit.plots import FeaturePlotConfig, plot_features
-from ltkit.augment import TAU_G, TAU_S
+from ltkit.feature_plots import FeaturePlotConfig, plot_features
 
 
 @app.command("plot-features", help="PCA view of pooled features of chosen classes, beside their "
@@ -18,14 +18,20 @@ from ltkit.augment import TAU_G, TAU_S
              "(the paper's figure 4). stdout: the PNG's path.")
 def plot_features_cmd(
     store: str = typer.Argument(..., help="Feature store, or - to read its path from stdin."),
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: STORE's name + .features.png beside it).")] = None,
-    classes: Annotated[Optional[str], typer.Option("--classes", help="Comma-separated class names or indices (default: the 2 largest and 2 smallest classes).")] = None,
-    split: Annotated[str, typer.Option("--split", help="Store split whose images are drawn (maps are kept for train by default).")] = "train",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="PNG to write (default: STORE's name + .features.png beside it).")] = None,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="Comma-separated class names or indices (default: the 2 largest and 2 smallest "
+                          "classes).")] = None,
+    split: Annotated[str, typer.Option(
+        "--split", help="Store split whose images are drawn (maps are kept for train by default).")] = "train",
     per_class: Annotated[int, typer.Option("--per-class", help="Images drawn per class.")] = 60,
-    vectors: Annotated[int, typer.Option("--vectors", help="Location vectors shown per class and kind, at most.")] = 300,
+    vectors: Annotated[int, typer.Option(
+        "--vectors", help="Location vectors shown per class and kind, at most.")] = 300,
     tau_s: Annotated[float, typer.Option("--tau-s", help="Class-specific locations: CAM > tau_s.")] = TAU_S,
     tau_g: Annotated[float, typer.Option("--tau-g", help="Class-generic locations: CAM < tau_g.")] = TAU_G,
-    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalise each vector before PCA (directions, not norms).")] = True,
+    normalize: Annotated[bool, typer.Option(
+        "--normalize/--no-normalize", help="L2-normalise each vector before PCA (directions, not norms).")] = True,
     seed: Seed = 0,
     force: Force = False,
     quiet: Quiet = False,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ltkit.cli import app
-from ltkit.cli.common import (Debug, Device, Force, Out, Quiet, Seed, Workers, emit_path,
-                              parse_int_list, run_stage)
+from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, Workers, emit_path, parse_int_list, run_stage
 from ltkit.data import DATASETS, DatasetSpec
 from ltkit.losses import LOSSES
 from ltkit.models import MODELS
@@ -17,17 +16,27 @@ from ltkit.samplers import SAMPLERS
 
 # Data options, shared with `extract` (which may override the checkpoint's data set).
 DataName = Annotated[str, typer.Option("--data", help=f"Data set: {', '.join(DATASETS.names())}.")]
-Root = Annotated[Optional[str], typer.Option("--root", help="Data folder (fashion-mnist-lt default: /usr/share/datasets/fashion-mnist).")]
-Imbalance = Annotated[float, typer.Option("--imbalance", help="Imbalance factor n_max / n_min (>= 1; 1 = the full balanced set).")]
+Root = Annotated[str | None, typer.Option(
+    "--root", help="Data folder (fashion-mnist-lt default: /usr/share/datasets/fashion-mnist).")]
+Imbalance = Annotated[float, typer.Option(
+    "--imbalance", help="Imbalance factor n_max / n_min (>= 1; 1 = the full balanced set).")]
 Profile = Annotated[str, typer.Option("--profile", help="Long-tail profile: exp (LDAM-DRW) or step.")]
-Counts = Annotated[Optional[str], typer.Option("--counts", help="Explicit per-class training counts, e.g. 4000,2000,...; overrides --imbalance/--profile.")]
-ValPerClass = Annotated[int, typer.Option("--val-per-class", min=0, help="Validation images per class, never trained on (0: none).")]
-BoundPerClass = Annotated[int, typer.Option("--bound-per-class", min=0, help="Balanced 'bound' images per class held out of training like validation, for the classification bound (0: none).")]
-Download = Annotated[bool, typer.Option("--download", help="Fetch CIFAR / Fashion-MNIST into --root first (needs the network).")]
-TrainList = Annotated[Optional[str], typer.Option("--train-list", help="imagefolder: list file 'relative/path label' per line (ImageNet-LT format).")]
-ValList = Annotated[Optional[str], typer.Option("--val-list", help="imagefolder: the data set's own validation list file.")]
-TestList = Annotated[Optional[str], typer.Option("--test-list", help="imagefolder: test list file.")]
-ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Image side in pixels (default: the data set's native size; imagefolder 224).")]
+Counts = Annotated[str | None, typer.Option(
+    "--counts", help="Explicit per-class training counts, e.g. 4000,2000,...; overrides --imbalance/--profile.")]
+ValPerClass = Annotated[int, typer.Option(
+    "--val-per-class", min=0, help="Validation images per class, never trained on (0: none).")]
+BoundPerClass = Annotated[int, typer.Option(
+    "--bound-per-class", min=0, help="Balanced 'bound' images per class held out of training like validation, for the "
+                                     "classification bound (0: none).")]
+Download = Annotated[bool, typer.Option(
+    "--download", help="Fetch CIFAR / Fashion-MNIST into --root first (needs the network).")]
+TrainList = Annotated[str | None, typer.Option(
+    "--train-list", help="imagefolder: list file 'relative/path label' per line (ImageNet-LT format).")]
+ValList = Annotated[str | None, typer.Option(
+    "--val-list", help="imagefolder: the data set's own validation list file.")]
+TestList = Annotated[str | None, typer.Option("--test-list", help="imagefolder: test list file.")]
+ImageSize = Annotated[int | None, typer.Option(
+    "--image-size", help="Image side in pixels (default: the data set's native size; imagefolder 224).")]
 NumClasses = Annotated[int, typer.Option("--num-classes", help="synthetic only: number of classes.")]
 NMax = Annotated[int, typer.Option("--n-max", help="synthetic only: images per class before the long-tail profile.")]
 
@@ -58,41 +67,64 @@ def train_backbone_cmd(
     image_size: ImageSize = None,
     num_classes: NumClasses = 10,
     n_max: NMax = 200,
-    arch: Annotated[str, typer.Option("--arch", help=f"Backbone: {', '.join(MODELS.names())}, or timm/NAME (any timm CNN; pip install 'ltkit[timm]').")] = "resnet32",
-    head: Annotated[str, typer.Option("--head", help="Classifier head: linear, cosine, or auto (cosine for ldam).")] = "auto",
-    pretrained: Annotated[Optional[str], typer.Option("--pretrained", help="Local weights file to start a torchvision or timm backbone from (never downloaded).")] = None,
+    arch: Annotated[str, typer.Option(
+        "--arch", help=f"Backbone: {', '.join(MODELS.names())}, or timm/NAME (any timm CNN; pip install "
+                       "'ltkit[timm]').")] = "resnet32",
+    head: Annotated[str, typer.Option(
+        "--head", help="Classifier head: linear, cosine, or auto (cosine for ldam).")] = "auto",
+    pretrained: Annotated[str | None, typer.Option(
+        "--pretrained", help="Local weights file to start a torchvision or timm backbone from (never "
+                             "downloaded).")] = None,
     loss: Annotated[str, typer.Option("--loss", help=f"Loss: {', '.join(LOSSES.names())}.")] = "ce",
     focal_gamma: Annotated[float, typer.Option("--focal-gamma", help="focal: gamma (>= 0).")] = 1.0,
     cb_beta: Annotated[float, typer.Option("--cb-beta", help="cb: beta of the effective number, in [0, 1).")] = 0.9999,
     ldam_max_m: Annotated[float, typer.Option("--ldam-max-m", help="ldam: margin of the rarest class.")] = 0.5,
     ldam_s: Annotated[float, typer.Option("--ldam-s", help="ldam: logit scale.")] = 30.0,
     la_tau: Annotated[float, typer.Option("--la-tau", help="balanced-softmax / logit adjustment: tau.")] = 1.0,
-    drw_epoch: Annotated[Optional[int], typer.Option("--drw-epoch", help="Deferred re-weighting from this epoch on (0-based; default off).")] = None,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Train-time augmentation (random crop, flip, ...).")] = True,
+    drw_epoch: Annotated[int | None, typer.Option(
+        "--drw-epoch", help="Deferred re-weighting from this epoch on (0-based; default off).")] = None,
+    augment: Annotated[bool, typer.Option(
+        "--augment/--no-augment", help="Train-time augmentation (random crop, flip, ...).")] = True,
     sampler: Annotated[str, typer.Option("--sampler", help=f"Sampler: {', '.join(SAMPLERS.names())}.")] = "instance",
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (SGD).")] = 0.1,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.9,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.")] = 5e-4,
-    schedule: Annotated[str, typer.Option("--schedule", help="Learning-rate schedule after warm-up: cosine or step.")] = "cosine",
-    milestones: Annotated[Optional[str], typer.Option("--milestones", help="step: epochs where the rate drops x0.1 (default 80%,90% of --epochs).")] = None,
+    schedule: Annotated[str, typer.Option(
+        "--schedule", help="Learning-rate schedule after warm-up: cosine or step.")] = "cosine",
+    milestones: Annotated[str | None, typer.Option(
+        "--milestones", help="step: epochs where the rate drops x0.1 (default 80%,90% of --epochs).")] = None,
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up epochs.")] = 1,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16 when supported).")] = True,
-    eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Report balanced test accuracy every N epochs (0: only at the end).")] = 0,
-    scl_weight: Annotated[float, typer.Option("--scl-weight", help="Supervised contrastive (SupCon) term of this weight added to the loss, on two views per image (0: off).")] = 0.0,
+    eval_every: Annotated[int, typer.Option(
+        "--eval-every", min=0, help="Report balanced test accuracy every N epochs (0: only at the end).")] = 0,
+    scl_weight: Annotated[float, typer.Option(
+        "--scl-weight", help="Supervised contrastive (SupCon) term of this weight added to the loss, on two views per "
+                             "image (0: off).")] = 0.0,
     scl_temperature: Annotated[float, typer.Option("--scl-temperature", help="SCL: SupCon temperature.")] = 0.07,
-    scl_dim: Annotated[int, typer.Option("--scl-dim", help="SCL: output size of the projection head (training only).")] = 128,
-    rsg: Annotated[bool, typer.Option("--rsg/--no-rsg", help="Rare-class sample generator (RSG) during training; not in the checkpoint.")] = False,
+    scl_dim: Annotated[int, typer.Option(
+        "--scl-dim", help="SCL: output size of the projection head (training only).")] = 128,
+    rsg: Annotated[bool, typer.Option(
+        "--rsg/--no-rsg", help="Rare-class sample generator (RSG) during training; not in the checkpoint.")] = False,
     rsg_centers: Annotated[int, typer.Option("--rsg-centers", help="RSG: centres per class.")] = 15,
-    rsg_stage: Annotated[Optional[int], typer.Option("--rsg-stage", help="RSG: the residual stage it follows (default: the second-to-last).")] = None,
-    rsg_head_ratio: Annotated[float, typer.Option("--rsg-head-ratio", help="RSG: fraction of classes, most images first, taken as head.")] = 0.2,
+    rsg_stage: Annotated[int | None, typer.Option(
+        "--rsg-stage", help="RSG: the residual stage it follows (default: the second-to-last).")] = None,
+    rsg_head_ratio: Annotated[float, typer.Option(
+        "--rsg-head-ratio", help="RSG: fraction of classes, most images first, taken as head.")] = 0.2,
     rsg_dim: Annotated[int, typer.Option("--rsg-dim", help="RSG: width of its contrastive module.")] = 256,
-    rsg_strength: Annotated[float, typer.Option("--rsg-strength", help="RSG: transfer strength (generated ~ strength x head samples per batch).")] = 1.0,
-    rsg_cesc_weight: Annotated[float, typer.Option("--rsg-cesc-weight", help="RSG: weight of the centre-estimation loss.")] = 0.1,
-    rsg_mv_weight: Annotated[float, typer.Option("--rsg-mv-weight", help="RSG: weight of the maximized-vector loss.")] = 0.01,
-    rsg_epoch: Annotated[Optional[int], typer.Option("--rsg-epoch", help="RSG: first epoch that generates samples (0-based; default --drw-epoch, else 80% of --epochs).")] = None,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue an interrupted run of the same options from OUT.partial (default), or start over.")] = True,
+    rsg_strength: Annotated[float, typer.Option(
+        "--rsg-strength", help="RSG: transfer strength (generated ~ strength x head samples per batch).")] = 1.0,
+    rsg_cesc_weight: Annotated[float, typer.Option(
+        "--rsg-cesc-weight", help="RSG: weight of the centre-estimation loss.")] = 0.1,
+    rsg_mv_weight: Annotated[float, typer.Option(
+        "--rsg-mv-weight", help="RSG: weight of the maximized-vector loss.")] = 0.01,
+    rsg_epoch: Annotated[int | None, typer.Option(
+        "--rsg-epoch", help="RSG: first epoch that generates samples (0-based; default --drw-epoch, else 80% of "
+                            "--epochs).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume", help="Continue an interrupted run of the same options from OUT.partial (default), or "
+                                     "start over.")] = True,
     seed: Seed = 0,
     device: Device = "auto",
     workers: Workers = 0,

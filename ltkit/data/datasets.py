@@ -9,7 +9,7 @@ repeats exactly under `torch.manual_seed`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -7,9 +7,9 @@ profiles, validation splits or augmentation, which `build_splits` applies the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ltkit.data.datasets import Pool
 from ltkit.data.spec import DatasetSpec

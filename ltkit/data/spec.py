@@ -31,17 +31,19 @@ class DatasetSpec:
     """A data source and the long-tail profile put on its training set. Plain values only."""
 
     name: str  # registry name: cifar10-lt, cifar100-lt, fashion-mnist-lt, imagefolder, synthetic
-    root: str | None = None  # data folder; None: the source's default (fashion-mnist: /usr/share/datasets/fashion-mnist)
+    # data folder; None: the source's default (fashion-mnist: /usr/share/datasets/fashion-mnist)
+    root: str | None = None
     imbalance: float = 100.0  # n_max / n_min, >= 1; 1 keeps every training image (typical: 10-200)
-    profile: str = "exp"  # exp: counts fall exponentially with the class index; step: half the classes at n_max, half at n_max / imbalance
+    # exp: counts fall exponentially with the class index; step: half the classes at n_max, half at n_max / imbalance
+    profile: str = "exp"
     counts: list[int] | None = None  # explicit per-class training counts; overrides imbalance and profile
-    val_per_class: int = 20  # validation images per class, taken from images the profile left out; 0: no validation split
-    bound_per_class: int = 0  # balanced 'bound' split: images per class held out of training like val (docs/phase2.md); 0: none
+    val_per_class: int = 20  # validation images per class, from images the profile left out; 0: no validation split
+    bound_per_class: int = 0  # balanced 'bound' split: images per class held out like val (docs/phase2.md); 0: none
     download: bool = False  # fetch the files into `root` with torchvision first (cifar, fashion-mnist)
     train_list: str | None = None  # imagefolder: list file of "relative/path.jpg label" lines (ImageNet-LT format)
     val_list: str | None = None  # imagefolder: list file of the data set's own validation split
     test_list: str | None = None  # imagefolder: list file of the test split
-    image_size: int | None = None  # side of the images handed out; None: the native size (imagefolder: 224, synthetic: 16)
+    image_size: int | None = None  # side of the images handed out; None: native (imagefolder: 224, synthetic: 16)
     channels: int | None = None  # 1 or 3; None: the source's own (imagefolder: detected from the first image)
     num_classes: int = 10  # synthetic: number of classes (2-10000)
     n_max: int = 200  # synthetic: generated training images per class, before the profile

@@ -8,7 +8,7 @@ classifies, and `fc.weight` (K, C) turns any map into class activation maps.
 from __future__ import annotations
 
 import abc
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

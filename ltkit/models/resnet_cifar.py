@@ -10,7 +10,7 @@ or 4x4 (ResNet-18/34) maps at the end.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

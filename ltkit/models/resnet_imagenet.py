@@ -6,7 +6,7 @@ from `torchvision.models.resnet50()` loads as it is (see `ltkit.models.pretraine
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torchvision
