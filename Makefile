@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 LTKIT  := $(VENV)/bin/ltkit
 FMNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: install test test-slow demo bench clean
+.PHONY: install lint check test test-slow demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,16 @@ install: $(PY)
 		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || true; \
 	fi
 
-test: install
+lint: install
+	$(PY) -m ruff check ltkit tests benchmarks
+
+# The developer loop: lint, then every test but the e2e ones (subprocesses, shell examples,
+# torchrun, real kills); the in-process pipeline test stays in. About 90 s on 2 idle cores.
+check: lint
+	$(PY) -m pytest -q -m "not slow and not gpu and not e2e"
+
+# What CI runs: lint, then the whole suite but the slow and GPU tests (about 9 min on 2 cores).
+test: lint
 	$(PY) -m pytest -q -m "not slow and not gpu"
 
 test-slow: install

@@ -2,8 +2,8 @@
 
 Keys: format, format_version, model_state, arch, head, num_classes, in_channels, class_names,
 head_scale (cosine head), class_counts, dataset (the DatasetSpec as a dict), config (the TrainConfig as a dict),
-lineage, versions, metrics. A resume state (``NAME.partial``) adds optimizer, scheduler,
-scaler and epoch.
+data_fingerprint, lineage, versions, metrics. A resume state (``NAME.partial``) adds optimizer,
+scaler and train_parts (see `ltkit.train_state`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ stage already finished. Instead the test starts the stage with
     LTKIT_TEST_PAUSE_AT=POINT:N  LTKIT_TEST_PAUSE_MARKER=FILE
 
 and the stage, on reaching ``pause_at(POINT, count)`` with ``count >= N``, writes FILE and
-sleeps until it is signalled (at most `MAX_PAUSE_S`, then it carries on). The test waits for
-FILE, then sends its signal. Without the variable `pause_at` only reads the environment.
+sleeps until it is signalled, or until FILE is removed (then it carries on; so it does after
+`MAX_PAUSE_S`). The test waits for FILE, then sends its signal, or does what it wants done
+while the stage is paused and removes FILE. Without the variable `pause_at` only reads the
+environment.
 
 Points: ``epoch-end`` (train-backbone: the resume state after epoch N is on disk),
 ``extract-rows`` (extract: at least N rows recorded in the partial), ``iteration``
@@ -45,5 +47,5 @@ def pause_at(point: str, count: int | Callable[[], int]) -> None:
     tmp.write_text(f"{point} {reached} {os.getpid()}\n")
     os.replace(tmp, marker)  # the test sees the marker whole or not at all
     deadline = time.monotonic() + MAX_PAUSE_S
-    while time.monotonic() < deadline:
+    while marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)  # a signal ends the sleep (Ctrl-C raises KeyboardInterrupt here)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+pytestmark = pytest.mark.e2e  # torchrun and ltkit processes
 # 60 training images: an even split over 2 ranks, so the global batches are the same
 ARGS = ["train-backbone", "--data", "synthetic", "--num-classes", "4", "--n-max", "24",
         "--counts", "24,16,12,8", "--val-per-class", "0", "--arch", "resnet32", "--batch-size", "16",

@@ -34,6 +34,7 @@ def balanced(path: Path) -> float:
     return result["balanced_accuracy"]
 
 
+@pytest.mark.e2e
 def test_demo_pipeline_runs_and_compares_every_method(tmp_path):
     data = ("--data synthetic --num-classes 8 --n-max 40 --imbalance 20 --val-per-class 4 "
             "--batch-size 16 --lr 0.02 --device cpu")
@@ -47,6 +48,7 @@ def test_demo_pipeline_runs_and_compares_every_method(tmp_path):
     assert "reus" in again.stderr  # every stage finds its artifact and says so
 
 
+@pytest.mark.e2e
 def test_cifar_lt_example_on_fake_cifar10(tmp_path):
     write_cifar10(tmp_path / "cifar", per_class=30, test_per_class=4)
     run_example("cifar_lt.sh", tmp_path, ROOT=str(tmp_path / "cifar"), IMBALANCE="5", EPOCHS="1",
@@ -55,6 +57,7 @@ def test_cifar_lt_example_on_fake_cifar10(tmp_path):
         balanced(tmp_path / "runs" / f"{name}.json")
 
 
+@pytest.mark.e2e
 def test_imagefolder_example_on_fake_folders(tmp_path):
     write_imagefolder(tmp_path / "folders", counts=[30, 20, 10, 4, 2], test_per_class=3)
     run_example("imagefolder.sh", tmp_path, ROOT=str(tmp_path / "folders"), IMAGE_SIZE="12",
@@ -64,6 +67,7 @@ def test_imagefolder_example_on_fake_folders(tmp_path):
     assert (runs / "confusing.csv").is_file() and any((runs / "report").glob("*.png"))
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not (BIN / "torchrun").exists() and shutil.which("torchrun") is None,
                     reason="torchrun not installed")
 def test_imagenet_lt_example_with_torchrun_on_fake_list_files(tmp_path):

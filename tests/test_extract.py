@@ -266,6 +266,7 @@ def _marker(out: Path) -> Path:
     return out.with_name("paused")
 
 
+@pytest.mark.e2e
 def test_real_kills_resume_to_the_same_store(ckpt, reference, tmp_path):
     out, total = tmp_path / "s.h5", 150  # 42 + 8 + 16 rows + 2 x 42 views, batches of 4
     # 1. SIGKILL at a random early moment: during start-up, creation or the first rows (the

@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -199,6 +198,7 @@ def _ltkit(*args: str, env: dict[str, str] = ENV) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
+@pytest.mark.e2e
 def test_train_backbone_ctrl_c_keeps_the_resume_state(tmp_path):
     out, marker = tmp_path / "b.pt", tmp_path / "paused"
     proc = _ltkit("train-backbone", *TINY_TRAIN, "--epochs", "5", "--out", str(out),
@@ -214,6 +214,7 @@ def test_train_backbone_ctrl_c_keeps_the_resume_state(tmp_path):
     assert resumed.exit_code == 0 and "resuming" in resumed.stderr, resumed.stderr[-800:]
 
 
+@pytest.mark.e2e
 def test_augment_finetune_killed_or_interrupted_leaves_nothing_and_restarts(tmp_path, tmp_path_factory):
     store = make_store(tmp_path / "s.h5")
     args = ["augment-finetune", str(store), "--iterations", "2000", "--batch-size", "32",
@@ -287,36 +288,21 @@ def test_a_store_replaced_while_open_is_read_whole_from_the_old_file(tmp_path):
         assert not np.array_equal(st.read("train", "pooled"), expected["pooled"])
 
 
-SLOW_EXTRACT = """
-import sys, time
-import ltkit.extract as m
-real = m.extract_batch
-def slow(*args, **kwargs):
-    time.sleep(0.05)
-    return real(*args, **kwargs)
-m.extract_batch = slow
-from ltkit.cli import main
-sys.argv = ["ltkit", *sys.argv[1:]]
-main()
-"""
-
-
+@pytest.mark.e2e
 def test_second_extract_refused_and_evaluate_reads_beside_a_running_extract(ckpt, tmp_path):
     out, neighbour = tmp_path / "s.h5", tmp_path / "done.h5"
     args = ["extract", str(ckpt), "--out", str(out), *RESUME_ARGS]
     reference = tmp_path / "ref" / "ref.h5"
     assert run(*args[:3], str(reference), *args[4:], "--quiet").exit_code == 0
     shutil.copy(reference, neighbour)
-    first = subprocess.Popen([sys.executable, "-c", SLOW_EXTRACT, *args], env=ENV, cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    start = time.monotonic()
-    while _done(out) == 0 and first.poll() is None and time.monotonic() - start < 120:
-        time.sleep(0.05)
-    assert first.poll() is None, first.communicate()[1][-800:]
+    marker = tmp_path / "paused"
+    first = _ltkit(*args, env=pause_env(ENV, "extract-rows", 8, marker))
+    wait_until_paused(first, marker)  # rows written, the lock held, the extraction unfinished
     second = run(*args, "--quiet")  # the same output: refused at once, the first untouched
     assert_refused(second, f"another ltkit extract is writing {out}")
-    assert first.poll() is None, "the first extract ended before the readers started"
-    evaluations = [run("evaluate", str(neighbour), "--quiet") for _ in range(3)]  # while it writes
+    evaluations = [run("evaluate", str(neighbour), "--quiet") for _ in range(3)]  # while it holds the partial
+    assert first.poll() is None and not out.exists()
+    marker.unlink()  # the first carries on
     stdout, err = first.communicate(timeout=180)
     assert first.returncode == 0 and stdout == f"{out}\n", err[-800:]
     assert_same_datasets(out, reference)

@@ -137,6 +137,7 @@ def test_a_checkpoint_from_before_these_options_is_still_reused(tmp_path):
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
 def test_the_system_trains_under_torchrun(tmp_path):
     """2 gloo processes: SCL gathers the global batch, RSG generates per process, and the

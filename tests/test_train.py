@@ -102,6 +102,7 @@ def _ltkit(*args: str) -> list[str]:
     return [sys.executable, "-m", "ltkit", "train-backbone", *TINY, *args]
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     """SIGKILL after the first epoch's resume point; the rerun ends where an unbroken run does."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
