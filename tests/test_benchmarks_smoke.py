@@ -20,6 +20,7 @@ import run_all  # noqa: E402
 VERDICTS = {"pass", "FAIL", "info"}
 
 
+@pytest.mark.e2e  # the benchmarks run their children as subprocesses
 def test_quick_run_produces_every_figure_and_row(tmp_path):
     page, raw = tmp_path / "benchmarks.md", tmp_path / "results.json"
     work = tmp_path / "work"
