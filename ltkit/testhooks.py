@@ -6,10 +6,10 @@ stage already finished. Instead the test starts the stage with
     LTKIT_TEST_PAUSE_AT=POINT:N  LTKIT_TEST_PAUSE_MARKER=FILE
 
 and the stage, on reaching ``pause_at(POINT, count)`` with ``count >= N``, writes FILE and
-sleeps until it is signalled, or until FILE is removed (then it carries on; so it does after
-`MAX_PAUSE_S`). The test waits for FILE, then sends its signal, or does what it wants done
-while the stage is paused and removes FILE. Without the variable `pause_at` only reads the
-environment.
+sleeps until it is signalled, or until FILE is removed (then it carries on and does not
+pause again; so it does after `MAX_PAUSE_S`). The test waits for FILE, then sends its
+signal, or does what it wants done while the stage is paused and removes FILE. Without the
+variable `pause_at` only reads the environment.
 
 Points: ``epoch-end`` (train-backbone: the resume state after epoch N is on disk),
 ``extract-rows`` (extract: at least N rows recorded in the partial), ``iteration``
@@ -42,6 +42,7 @@ def pause_at(point: str, count: int | Callable[[], int]) -> None:
     reached = count() if callable(count) else count
     if reached < int(at or 0):
         return
+    del os.environ[PAUSE_AT]  # one pause per process: once it carries on, it runs to the end
     marker = Path(os.environ.get(PAUSE_MARKER) or f"ltkit-paused-{os.getpid()}")
     tmp = marker.with_name(marker.name + ".tmp")
     tmp.write_text(f"{point} {reached} {os.getpid()}\n")

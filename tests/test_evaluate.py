@@ -14,8 +14,8 @@ from ltkit.classifiers import Classifier, save_classifier
 from ltkit.cli import app
 from ltkit.errors import ArtifactError, ConfigError, DataError
 from ltkit.evaluate import EvalConfig, evaluate
-from ltkit.metrics import measure, per_class_accuracy, balanced_accuracy
 from ltkit.feature_plots import FeaturePlotConfig, pca_2d, pick_classes
+from ltkit.metrics import measure, per_class_accuracy, balanced_accuracy
 from ltkit.store import open_store
 
 PNG = b"\x89PNG\r\n\x1a\n"
