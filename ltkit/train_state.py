@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ltkit import console
+from ltkit import console, runoptions
 from ltkit.artifacts import load_torch_artifact, make_lineage, other_options, versions
 from ltkit.checkpoint import FORMAT, FORMAT_VERSION
 from ltkit.data import DatasetSpec, Splits
 from ltkit.errors import ArtifactError
-from ltkit.runoptions import RUN_FIELDS
 
 if TYPE_CHECKING:
     from ltkit.train import TrainConfig
@@ -32,14 +31,10 @@ DATA_CHANGED = "its images, their files or their labels differ"  # why a rerun i
 
 def result_options(config: dict[str, Any]) -> dict[str, Any]:
     """A saved config (nested, or flat as before the nesting) as one flat dict of the options
-    that change the result: the loss options lifted to the top, how-it-ran options left out."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if key == "loss_options" and isinstance(value, dict):
-            flat.update(value)
-        elif key != "run" and key not in RUN_FIELDS:
-            flat[key] = value
-    return flat
+    that change the result: how-it-ran options left out, the loss options lifted to the top."""
+    flat = runoptions.result_options(config)
+    loss_options = flat.pop("loss_options", None)
+    return {**flat, **loss_options} if isinstance(loss_options, dict) else flat
 
 
 def option_diff(saved_config: dict[str, Any], cfg: TrainConfig) -> list[str]:
