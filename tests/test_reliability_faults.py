@@ -255,6 +255,7 @@ print(digest.hexdigest())
 """
 
 
+@pytest.mark.e2e  # two reader processes
 def test_two_readers_of_one_store_at_once(tmp_path):
     import hashlib
 

@@ -117,6 +117,7 @@ def _gathered_worker(rank: int, world: int, port: int, z_all: torch.Tensor, labe
         dist.destroy_process_group()
 
 
+@pytest.mark.e2e  # two spawned gloo processes
 def test_two_processes_contrast_with_the_global_batch(tmp_path):
     """Each process's anchors see every process's rows; gradients come back across processes."""
     g = torch.Generator().manual_seed(1)
