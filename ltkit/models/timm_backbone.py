@@ -17,8 +17,8 @@ layout (class token, registers). Grey images use timm's ``in_chans=1`` (its stem
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
