@@ -21,10 +21,10 @@ import time
 
 import torch
 
+from ltkit import console
 from ltkit.augment import AugmentConfig, bank_from_tensors, make_augmenter
 from ltkit.classifiers import Classifier
 from ltkit.finetune import FinetuneConfig, finetune_classifier
-from ltkit import console
 
 COUNTS_IF100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]  # FM-LT, imbalance 100
 

@@ -77,9 +77,9 @@ def bench_extract(work: Path, *, train_per_class: int, image_size: int, arch: st
     forwards, runs = [], []
     for _ in range(repeats):  # interleaved, so a busy machine slows both alike
         forwards.append(_forward_only(ckpt, spec, batch_size, dev, precision))
-        cfg = ExtractConfig(str(ckpt), out=str(work / "features.h5"), batch_size=batch_size, device=device)
+        cfg = ExtractConfig(batch_size=batch_size, device=device)
         start = time.perf_counter()
-        out = extract(cfg, force=True)
+        out = extract(ckpt, cfg, out=work / "features.h5", force=True)
         runs.append(time.perf_counter() - start)
     forward = min(forwards)
     with open_store(out) as st:

@@ -57,7 +57,8 @@ def _run(store, table, table_path, seeds, tau_s, tau_g, iterations) -> dict:
     counts, tail = store.train_counts, table["tail_classes"].numpy()
 
     def fit(**options) -> tuple[Classifier, float]:
-        cfg = FinetuneConfig.from_options({"device": "cpu", **options}).resolved(bank.labels.numel(), bank.confusing.shape[1])
+        cfg = FinetuneConfig.from_options({"device": "cpu", **options})
+        cfg = cfg.resolved(bank.labels.numel(), bank.confusing.shape[1])
         if iterations:
             cfg = dataclasses.replace(cfg, iterations=iterations)
         start = time.perf_counter()

@@ -205,7 +205,8 @@ def render(preps: dict, results: dict, seeds: list[int]) -> str:
            "set for every figure.", "",
            f"**One backbone recipe for every row**: `{RECIPE}` — LDAM's ResNet-32, 10 epochs "
            "(short, to fit a 2-core CPU: ~20 min a backbone there), cosine learning rate, instance "
-           f"sampling. Phase II: each method's defaults, {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± std; "
+           f"sampling. Phase II: each method's defaults, {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
+           "mean ± std; "
            "Phase-I rows are one backbone (seed 0).", "",
            "Columns: **overall** top-1 on the test set; **many** / **medium** / **few**: classes with "
            "> 100, 20–100, < 20 training images (Fashion-MNIST-LT at IF <= 200 has no class under "
@@ -261,7 +262,8 @@ def render(preps: dict, results: dict, seeds: list[int]) -> str:
             "| source | method | IF 10 | IF 100 | IF 200 |", "| --- | --- | ---: | ---: | ---: |"]
     for source, methods in PUBLISHED:
         for method, values in methods.items():
-            out.append(f"| {source} | {method} | " + " | ".join("—" if v is None else f"{v:.2f}" for v in values) + " |")
+            cells = " | ".join("—" if v is None else f"{v:.2f}" for v in values)
+            out.append(f"| {source} | {method} | {cells} |")
     out += ["", "What they show: on CIFAR-10-LT, FSA gains +5.4 points over CE at IF 100 and +6.8 "
             "at IF 200 in Chu et al.'s own training, while CB and focal losses do not beat CE; "
             "LDAM-DRW gains +6.7 at IF 100. Compare the relative gains in the tables above, not "

@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     backbone = train_backbone(TrainConfig(data=spec, arch="resnet32", epochs=args.epochs, lr=args.lr,
                                           run=RunOptions(device=args.device)), out=out / "backbone.pt")
     # 2. the feature store: maps before pooling, CAMs, pooled features, logits
-    store = extract(ExtractConfig(checkpoint=str(backbone), out=str(out / "features.h5"),
-                                  device=args.device))
+    store = extract(backbone, ExtractConfig(device=args.device), out=out / "features.h5")
     # 3. head / tail split and the top-3 confusing classes of every tail class
     table = build_table(store, ConfusingConfig(head_ratio=0.9, top=3), out=out / "table.pt")
     # 4. Phase II from the cache: FSA (Algorithm 1) and its "no augmentation" baseline

@@ -17,14 +17,25 @@ import os
 import platform
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ltkit import __version__
 from ltkit.errors import ArtifactError
 from ltkit.outputs import (  # noqa: F401  (the stages import these from here too)
-    WRITE_SUFFIX, check_name, check_not_input, check_output, distinct_outputs, earlier_artifact,
-    partial_path, resolve_input, reuse_existing, same_path, torch_format)
+    WRITE_SUFFIX,
+    check_name,
+    check_not_input,
+    check_output,
+    distinct_outputs,
+    earlier_artifact,
+    partial_path,
+    resolve_input,
+    reuse_existing,
+    same_path,
+    torch_format,
+)
 
 
 def option_diff(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:

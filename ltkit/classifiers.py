@@ -16,12 +16,12 @@ head of its own (`ltkit.methods`) registers its kind in its own module.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,7 +43,7 @@ FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 class HeadKind:
     """How a classifier kind scores, and the state it cannot do without."""
 
-    logits: Callable[["Classifier", torch.Tensor], torch.Tensor]  # (clf, pooled (B, C) float32) -> (B, K)
+    logits: Callable[[Classifier, torch.Tensor], torch.Tensor]  # (clf, pooled (B, C) float32) -> (B, K)
     needs: tuple[str, ...] = ()  # of "scale", "class_scale": entries its state must hold
 
 
@@ -87,7 +87,7 @@ class Classifier(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return HEAD_KINDS.get(self.kind).logits(self, pooled.float())  # (B, C) -> (B, K)
 
-    def tau_normalized(self, tau: float) -> "Classifier":
+    def tau_normalized(self, tau: float) -> Classifier:
         """Kang et al.'s tau-normalisation: ``W_k / ||W_k||^tau``, bias dropped (linear kinds)."""
         if self.kind not in ("linear", "lws"):
             raise ConfigError(f"tau-normalisation applies to a linear classifier, not {self.kind!r}")
@@ -104,12 +104,12 @@ class Classifier(nn.Module):
                 "class_scale": None if self.class_scale is None else self.class_scale.detach().cpu()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Classifier":
+    def from_state(cls, state: dict[str, Any]) -> Classifier:
         return cls(state["kind"], state["weight"], state.get("bias"), scale=state.get("scale"),
                    class_scale=state.get("class_scale"), metric=state.get("metric") or "cosine")
 
     @classmethod
-    def from_store(cls, store) -> "Classifier":
+    def from_store(cls, store) -> Classifier:
         """The Phase-I classifier saved in a feature store."""
         head = store.classifier()
         bias = torch.as_tensor(head["bias"]) if head.get("bias") is not None else None

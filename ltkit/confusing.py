@@ -26,9 +26,20 @@ import numpy as np
 import torch
 
 from ltkit import console
-from ltkit.artifacts import (atomic_output, check_output, distinct_outputs, earlier_artifact, load_torch_artifact,
-                             make_lineage, option_diff, other_options, resolve_input, reuse_existing,
-                             save_torch_artifact, versions)
+from ltkit.artifacts import (
+    atomic_output,
+    check_output,
+    distinct_outputs,
+    earlier_artifact,
+    load_torch_artifact,
+    make_lineage,
+    option_diff,
+    other_options,
+    resolve_input,
+    reuse_existing,
+    save_torch_artifact,
+    versions,
+)
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 from ltkit.lineage import lineage_problem, parent, parent_change, verified_parent
 
@@ -97,7 +108,7 @@ def rank_confusing(mean_scores: np.ndarray, classes: np.ndarray, counts: np.ndar
     return ranked.indices[:, :top].numpy(), ranked.values[:, :top].float().numpy()
 
 
-def make_table(store, cfg: ConfusingConfig) -> "ConfusingTable":
+def make_table(store, cfg: ConfusingConfig) -> ConfusingTable:
     """The table of an open store (no lineage): head/tail split and confusing classes."""
     K = len(store.class_names)
     cfg.validate(K)
@@ -123,7 +134,7 @@ def default_table_path(store_path: str | Path) -> Path:
     return store_path.with_name(store_path.stem + ".table.pt")
 
 
-def new_table(store_path: Path, cfg: ConfusingConfig) -> "ConfusingTable":
+def new_table(store_path: Path, cfg: ConfusingConfig) -> ConfusingTable:
     """The table of a store, with its lineage (not written)."""
     from ltkit.store import open_store
 
@@ -134,7 +145,7 @@ def new_table(store_path: Path, cfg: ConfusingConfig) -> "ConfusingTable":
     return table
 
 
-def save_table(table: "ConfusingTable", out: str | Path) -> Path:
+def save_table(table: ConfusingTable, out: str | Path) -> Path:
     return save_torch_artifact(table.to_dict(), out)
 
 
@@ -166,14 +177,14 @@ def build_table(store: str | Path, cfg: ConfusingConfig, *, out: str | Path | No
     return out
 
 
-def _table_differs(table: "ConfusingTable", path: Path, store_path: Path, cfg: ConfusingConfig) -> str | None:
+def _table_differs(table: ConfusingTable, path: Path, store_path: Path, cfg: ConfusingConfig) -> str | None:
     """How ``table`` differs from one built from this very store (path and content) with
     these options; None when it does not."""
     change = parent_change(parent(table.lineage, "store", owner=path), store_path, same_path=True)
     return change or other_options(option_diff(table.lineage["options"], dataclasses.asdict(cfg)))
 
 
-def table_for_store(store_path: str | Path, *, write: bool = True) -> tuple["ConfusingTable", Path, bool]:
+def table_for_store(store_path: str | Path, *, write: bool = True) -> tuple[ConfusingTable, Path, bool]:
     """The table beside a store (``default_table_path``): reused when it was built from this
     very store, else built with the default options; returns (table, its path, whether it is
     still to be written). ``write``: write a new one at once (else the caller does, with
@@ -196,12 +207,12 @@ def table_for_store(store_path: str | Path, *, write: bool = True) -> tuple["Con
     return table, path, not write
 
 
-def load_table(path: str | Path) -> "ConfusingTable":
+def load_table(path: str | Path) -> ConfusingTable:
     """A validated table artifact."""
     return ConfusingTable.from_dict(load_torch_artifact(path, FORMAT), path)
 
 
-def table_store_path(table: "ConfusingTable", *, verify: bool = True) -> Path:
+def table_store_path(table: ConfusingTable, *, verify: bool = True) -> Path:
     """The store a table was built from; ArtifactError when it is gone or has changed."""
     if not verify:
         return parent(table.lineage, "store", owner="the table").path
@@ -238,7 +249,7 @@ class ConfusingTable:
         return {"format": FORMAT, "format_version": FORMAT_VERSION} | dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any], path: str | Path) -> "ConfusingTable":
+    def from_dict(cls, obj: dict[str, Any], path: str | Path) -> ConfusingTable:
         """The table of an artifact dict; ArtifactError (one line, naming ``path``) when it is of
         another version or damaged."""
         if obj.get("format_version") != FORMAT_VERSION:

@@ -25,9 +25,15 @@ from ltkit.classifiers import TAU_GRID, Classifier, load_classifier, pick_tau
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError, DataError, LtkitError
 from ltkit.lineage import Parent, identity_diff, parent, parent_change, store_identity
-from ltkit.metrics import (ECE_BINS, FEW_THRESHOLD, MANY_THRESHOLD,
-                           check_thresholds, measure, retrieval_scores,
-                           retrieval_summary)
+from ltkit.metrics import (
+    ECE_BINS,
+    FEW_THRESHOLD,
+    MANY_THRESHOLD,
+    check_thresholds,
+    measure,
+    retrieval_scores,
+    retrieval_summary,
+)
 
 FORMAT = "ltkit-evaluation"
 FORMAT_VERSION = 1

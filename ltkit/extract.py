@@ -20,16 +20,39 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ltkit import __version__, console, distributed, testhooks
-from ltkit.artifacts import (check_not_input, check_output, commit_partial, file_sha256, make_lineage,
-                             option_diff, other_options, partial_path, resolve_input, reuse_existing)
+from ltkit.artifacts import (
+    check_not_input,
+    check_output,
+    commit_partial,
+    file_sha256,
+    make_lineage,
+    option_diff,
+    other_options,
+    partial_path,
+    resolve_input,
+    reuse_existing,
+)
 from ltkit.cams import label_cams
 from ltkit.checkpoint import load_backbone
 from ltkit.classifiers import Classifier
 from ltkit.device import autocast, resolve_precision, seed_everything
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 from ltkit.extract_parts import Part, SeededViews, checkpoint_data, make_parts, view_seed
-from ltkit.store import (COMPRESSIONS, SPLITS, VIEWS, BackgroundWriter, Progress, StoreLayout, StoreWriter,
-                         create_store, earlier_store, join_shards, open_store, pack_store, resumable)
+from ltkit.store import (
+    COMPRESSIONS,
+    SPLITS,
+    VIEWS,
+    BackgroundWriter,
+    Progress,
+    StoreLayout,
+    StoreWriter,
+    create_store,
+    earlier_store,
+    join_shards,
+    open_store,
+    pack_store,
+    resumable,
+)
 
 __all__ = ["ExtractConfig", "SeededViews", "extract", "extract_batch", "view_seed"]
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -38,8 +61,6 @@ OUTPUT = {"replaces": earlier_store, "kind": "feature store"}  # --force replace
 
 @dataclass
 class ExtractConfig:
-    checkpoint: str  # backbone checkpoint path, or "-" to read the path from stdin
-    out: str | None = None  # store path; None: <checkpoint stem>.h5 beside the checkpoint
     data: str | None = None  # data set name replacing the checkpoint's (must have the same classes)
     root: str | None = None  # data folder replacing the checkpoint's
     spatial_splits: tuple[str, ...] = ("train",)  # splits that keep feature maps and CAMs; () none
@@ -167,13 +188,15 @@ def _finish(partial: Path, out: Path, compression: str) -> None:
     partial.unlink()
 
 
-def extract(cfg: ExtractConfig, *, force: bool = False) -> Path:
-    """Extract the store of a backbone checkpoint; return its path (resumes a partial). Under
+def extract(checkpoint: str | Path, cfg: ExtractConfig, *, out: str | Path | None = None,
+            force: bool = False) -> Path:
+    """Extract the store of a backbone ``checkpoint`` (``-``: its path from stdin) to ``out``
+    (default: ``<checkpoint stem>.h5`` beside it); return its path (resumes a partial). Under
     torchrun each rank extracts a batch-aligned shard store; rank 0 joins them into one store
     whose datasets equal a single-process run's."""
     cfg.validate()
-    ckpt = resolve_input(cfg.checkpoint)
-    out = Path(cfg.out).expanduser() if cfg.out else ckpt.with_suffix(".h5")
+    ckpt = resolve_input(checkpoint)
+    out = Path(out).expanduser() if out else ckpt.with_suffix(".h5")
     check_not_input(out, [ckpt])  # before any work or log line
     if force:
         check_output(out, force, **OUTPUT)

@@ -23,19 +23,33 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ltkit import console, testhooks
-from ltkit.artifacts import (check_output, earlier_artifact, make_lineage, option_diff, other_options, resolve_input,
-                             reuse_existing)
-from ltkit.augment import (AUGMENTERS, AugmentConfig, check_augmenter, iter_batches,
-                           make_augmenter, nearest_balanced_batch)
+from ltkit.artifacts import (
+    check_output,
+    earlier_artifact,
+    make_lineage,
+    option_diff,
+    other_options,
+    resolve_input,
+    reuse_existing,
+)
+from ltkit.augment import (
+    AUGMENTERS,
+    AugmentConfig,
+    check_augmenter,
+    iter_batches,
+    make_augmenter,
+    nearest_balanced_batch,
+)
 from ltkit.augment.bank import FeatureBank, load_bank
 from ltkit.classifiers import FORMAT as CLASSIFIER_FORMAT
 from ltkit.classifiers import NCM_METRICS, TAU_GRID, Classifier, load_classifier, save_classifier  # noqa: F401
@@ -113,7 +127,7 @@ class FinetuneConfig:
     def augment_name(self) -> str:
         return self.augment if self.augment != "auto" else get_method(self.classifier).default_augment
 
-    def resolved(self, num_train: int, nf: int) -> "FinetuneConfig":
+    def resolved(self, num_train: int, nf: int) -> FinetuneConfig:
         """Every None filled in from the method's schedule (the paper's for linear, Kang's for
         crt and lws) and the table's Nf."""
         method = get_method(self.classifier)
@@ -149,7 +163,7 @@ class FinetuneConfig:
         return out
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "FinetuneConfig":
+    def from_options(cls, options: dict[str, Any]) -> FinetuneConfig:
         """A config from flat options (as `to_options`, plus any `RunOptions` field, or an
         artifact's options of before, where those were flat too); an unknown name is refused."""
         batch_names = {flat: name for name, flat in BATCH_OPTIONS.items()}
@@ -163,7 +177,7 @@ class FinetuneConfig:
                                                                     if k in batch_names}),
                    run=dataclasses.replace(_stage_run(), **run))
 
-    def replace(self, **changes: Any) -> "FinetuneConfig":
+    def replace(self, **changes: Any) -> FinetuneConfig:
         """A copy with options changed by their flat names (``tau_s=0.7``, ``device="cpu"``)."""
         return FinetuneConfig.from_options(self.to_options() | dataclasses.asdict(self.run) | changes)
 

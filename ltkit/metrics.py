@@ -10,7 +10,8 @@ against a hand-computed example; `ltkit.evaluate` feeds them from a feature stor
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch

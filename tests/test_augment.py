@@ -13,8 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ltkit.augment import (AUGMENTERS, AugmentConfig, balanced_tail_count, bank_from_tensors,
-                           make_augmenter)
+from ltkit.augment import AUGMENTERS, AugmentConfig, balanced_tail_count, bank_from_tensors, make_augmenter
 from ltkit.augment.cloud import angular_statistics
 from ltkit.augment.fsa import location_mask
 from ltkit.errors import ConfigError

@@ -5,12 +5,12 @@ import io
 import json
 
 import pytest
-from storefixtures import make_store
 from typer.testing import CliRunner
 
 from ltkit.cli import app
 from ltkit.compare import best_values, compare_rows, flat_options, render
 from ltkit.errors import ConfigError
+from storefixtures import make_store
 
 
 def fake_result(name, top1, many, medium, few, balanced, *, tail=None, options=None, tau=None,

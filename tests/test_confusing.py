@@ -10,8 +10,16 @@ import torch
 from typer.testing import CliRunner
 
 from ltkit.cli import app
-from ltkit.confusing import (ConfusingConfig, build_table, load_table, make_table, mean_softmax,
-                             rank_confusing, split_head_tail, table_store_path)
+from ltkit.confusing import (
+    ConfusingConfig,
+    build_table,
+    load_table,
+    make_table,
+    mean_softmax,
+    rank_confusing,
+    split_head_tail,
+    table_store_path,
+)
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.store import open_store
 from storefixtures import DEFAULT_COUNTS, make_store

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from storefixtures import make_store
 from typer.testing import CliRunner
 
 from ltkit.artifacts import make_lineage
@@ -15,8 +14,9 @@ from ltkit.cli import app
 from ltkit.errors import ArtifactError, ConfigError, DataError
 from ltkit.evaluate import EvalConfig, evaluate
 from ltkit.feature_plots import FeaturePlotConfig, pca_2d, pick_classes
-from ltkit.metrics import measure, per_class_accuracy, balanced_accuracy
+from ltkit.metrics import balanced_accuracy, measure, per_class_accuracy
 from ltkit.store import open_store
+from storefixtures import make_store
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BOUNDARY_COUNTS = (101, 100, 20, 19, 5, 2)  # many | medium (both ends) | few

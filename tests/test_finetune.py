@@ -16,9 +16,20 @@ from ltkit.classifiers import Classifier, load_classifier
 from ltkit.cli import app
 from ltkit.confusing import ConfusingConfig, build_table, load_table
 from ltkit.errors import ArtifactError, ConfigError
-from ltkit.finetune import (CLASSIFIERS, TAU_GRID, FinetuneConfig, accuracy_on, augment_finetune,
-                            check_combination, cpu_threads, finetune_classifier, margin_logits,
-                            split_features, sweep_on_val, val_accuracy)
+from ltkit.finetune import (
+    CLASSIFIERS,
+    TAU_GRID,
+    FinetuneConfig,
+    accuracy_on,
+    augment_finetune,
+    check_combination,
+    cpu_threads,
+    finetune_classifier,
+    margin_logits,
+    split_features,
+    sweep_on_val,
+    val_accuracy,
+)
 from ltkit.store import open_store
 from storefixtures import make_store
 

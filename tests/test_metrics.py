@@ -7,9 +7,20 @@ import pytest
 import torch
 
 from ltkit.errors import ConfigError
-from ltkit.metrics import (balanced_accuracy, calibration, check_thresholds, class_set_accuracy,
-                           confusion_matrix, group_accuracies, nan_to_none, per_class_accuracy,
-                           retrieval_scores, retrieval_summary, split_of, topk_accuracy)
+from ltkit.metrics import (
+    balanced_accuracy,
+    calibration,
+    check_thresholds,
+    class_set_accuracy,
+    confusion_matrix,
+    group_accuracies,
+    nan_to_none,
+    per_class_accuracy,
+    retrieval_scores,
+    retrieval_summary,
+    split_of,
+    topk_accuracy,
+)
 
 
 def test_per_class_and_balanced_accuracy():

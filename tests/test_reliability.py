@@ -8,7 +8,6 @@ test_reliability_faults.py.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import pickle
@@ -22,12 +21,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ltkit.artifacts import make_lineage, save_torch_artifact
+from fakedata import write_imagefolder, write_list_files
+from ltkit.artifacts import make_lineage
 from ltkit.classifiers import Classifier, save_classifier
 from ltkit.cli import app
 from ltkit.confusing import ConfusingConfig, build_table
 from ltkit.store import SCHEMA_VERSION
-from fakedata import write_imagefolder, write_list_files
 from storefixtures import make_store
 from test_extract import make_checkpoint
 

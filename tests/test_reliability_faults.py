@@ -93,7 +93,7 @@ def test_disk_full_while_creating_a_store(ckpt, reference, tmp_path, monkeypatch
     real = shutil_mod.disk_usage
     monkeypatch.setattr(shutil_mod, "disk_usage", lambda p: real(p)._replace(free=50_000))
     full = run("extract", str(ckpt), "--out", str(out), *EXTRACT, "--force")
-    assert_refused(full, f"has 0.05 MiB free; free space", folder=tmp_path, before=before)
+    assert_refused(full, "has 0.05 MiB free; free space", folder=tmp_path, before=before)
     monkeypatch.undo()
     assert not Path(f"{out}.partial").exists() and not Path(f"{out}.partial.json").exists()
     again = run("extract", str(ckpt), "--out", str(out), *EXTRACT, "--force")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_reliability import assert_refused, run, snapshot
 
 from ltkit.confusing import ConfusingConfig, build_table
 from storefixtures import make_store
+from test_reliability import assert_refused, run, snapshot
 
 ITERS = ["--iterations", "3", "--batch-size", "32", "--device", "cpu"]
 

@@ -13,8 +13,7 @@ import torch
 
 from ltkit.cams import CONSTANT_RTOL, label_cams, normalize_cams, raw_cams
 from ltkit.errors import StoreError
-from ltkit.store import (SCHEMA_VERSION, VIEWS, StoreLayout, StoreWriter, create_store, open_store,
-                         pack_store)
+from ltkit.store import SCHEMA_VERSION, VIEWS, StoreLayout, StoreWriter, create_store, open_store, pack_store
 from storefixtures import DEFAULT_COUNTS, make_store
 
 
@@ -249,8 +248,9 @@ def test_row_writes_never_touch_metadata(tmp_path):
              "ltkit_version": "0", "options": {}, "seed": 0, "lineage": {}, "train_views": 0,
              "spatial_splits": ["train"]}
     path = tmp_path / "s.h5"
-    create_store(path, layout, attrs=attrs, classifier={"kind": "linear", "weight": np.ones((3, 4)), "bias": np.zeros(3)},
-                 columns={"train": {"labels": np.array([0] * 5 + [1] * 3 + [2] * 2)}, "test": {"labels": np.arange(4) % 3}})
+    head = {"kind": "linear", "weight": np.ones((3, 4)), "bias": np.zeros(3)}
+    columns = {"train": {"labels": np.array([0] * 5 + [1] * 3 + [2] * 2)}, "test": {"labels": np.arange(4) % 3}}
+    create_store(path, layout, attrs=attrs, classifier=head, columns=columns)
     before = np.frombuffer(path.read_bytes(), np.uint8)
     rng = np.random.default_rng(0)
     with StoreWriter(path) as writer:

@@ -48,7 +48,8 @@ def test_local_pretrained_weights_are_loaded_also_for_grey_images(tmp_path):
     torch.save(state, weights)
     model = create_model("timm/resnet10t", 4, 1, pretrained=str(weights))
     loaded = model.state_dict()
-    assert torch.allclose(loaded["body.conv1.0.weight"], state["conv1.0.weight"].sum(1, keepdim=True))  # timm's grey stem
+    grey_stem = state["conv1.0.weight"].sum(1, keepdim=True)  # timm's adaptation to one channel
+    assert torch.allclose(loaded["body.conv1.0.weight"], grey_stem)
     assert torch.equal(loaded["body.layer4.0.conv2.weight"], state["layer4.0.conv2.weight"])
     assert loaded["fc.weight"].shape == (4, model.feature_dim)  # a fresh head for the 4 classes
 

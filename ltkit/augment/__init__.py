@@ -28,7 +28,6 @@ from ltkit.augment.bank import DRAWS, FeatureBank, TensorSpatial, bank_from_tens
 from ltkit.errors import ConfigError
 from ltkit.registry import Registry
 
-
 # FSA's thresholds. The paper gives none; these were chosen on the validation split of
 # Fashion-MNIST-LT (IF 100, ResNet-32, class-balanced draws): the best mean over 3 seeds of
 # a 4 x 3 grid (tau_s 0.3/0.5/0.7/0.9 x tau_g 0.1/0.3/0.5) with the paper's schedule
@@ -45,7 +44,7 @@ DRAW = "class"
 @dataclass
 class AugmentConfig:
     batch_size: int | None = 128   # samples per batch; fsa/cloud/none: 2 * Nt * (1 + Na) (None: the stage's)
-    na: int | None = 3             # Na: augmented samples per real tail sample (paper: Na = Nf = 3; None: the table's Nf)
+    na: int | None = 3             # Na: augmented per real tail sample (paper: Na = Nf = 3; None: the table's Nf)
     tau_s: float = TAU_S           # class-specific locations: CAM > tau_s (strict), in (0, 1)
     tau_g: float = TAU_G           # class-generic locations: CAM < tau_g (strict), in (0, 1)
     gamma_min: float = 0.0         # gamma ~ U(gamma_min, 1): share of class-specific vectors (paper: 0)

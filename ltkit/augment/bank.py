@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from ltkit import console
-from ltkit.augment.spatial import (RESIDENT_DTYPE, VIEWS_SPLIT, MappedSpatial, SpatialSource,
-                                   StoreSpatial, TensorSpatial)
+from ltkit.augment.spatial import RESIDENT_DTYPE, VIEWS_SPLIT, MappedSpatial, SpatialSource, StoreSpatial, TensorSpatial
 from ltkit.errors import ConfigError, DataError, StoreError
 
 __all__ = ["DRAWS", "FeatureBank", "MappedSpatial", "SpatialSource", "StoreSpatial", "TensorSpatial",

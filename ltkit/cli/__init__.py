@@ -34,8 +34,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 # Each module adds its command(s) to `app` on import, in the order `ltkit --help` lists them.
-from ltkit.cli import (train, extract, inspect, confusing, finetune,  # noqa: E402,F401
-                       evaluate, compare, plots)
+from ltkit.cli import compare, confusing, evaluate, extract, finetune, inspect, plots, train  # noqa: E402,F401
 
 
 def main() -> None:

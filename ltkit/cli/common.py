@@ -17,8 +17,9 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -32,10 +33,13 @@ Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output artifact.")]
 MAX_SEED = 2**63 - 1  # torch generators take 64 bits; numpy's are seeded from it modulo 2**32
 MAX_WORKERS = 64  # data-loading processes: more only waits on the disk and the memory
-Seed = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed (0 to 2^63-1); the same seed repeats a run exactly.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed (0 to 2^63-1); the same seed "
+                                                                       "repeats a run exactly.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-Workers = Annotated[int, typer.Option("--workers", min=0, max=MAX_WORKERS, help="Data-loading worker processes (0: load in the main process; at most 64).")]
-Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Path of the artifact to write.")]
+Workers = Annotated[int, typer.Option("--workers", min=0, max=MAX_WORKERS, help="Data-loading worker processes (0: "
+                                                                                "load in the main process; at most "
+                                                                                "64).")]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Path of the artifact to write.")]
 
 
 def _rank() -> int:
@@ -158,7 +162,7 @@ def _mute_stdout() -> None:
         os.close(devnull)
 
 
-def parse_int_list(text: Optional[str], what: str) -> Optional[list[int]]:
+def parse_int_list(text: str | None, what: str) -> list[int] | None:
     """``"4000,2000,..."`` -> [4000, 2000, ...]; a bad list is a usage error naming ``what``."""
     if text is None or text == "":
         return None

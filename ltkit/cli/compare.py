@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, List
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,8 @@ from ltkit.evaluate import EvalConfig
              "accuracy, best per column marked, differences against the first run. Runs are "
              "evaluation JSONs, or classifiers / stores (evaluated on test with default options).")
 def compare_cmd(
-    runs: List[str] = typer.Argument(..., help="Evaluation JSONs, classifier artifacts or feature stores (one may be - for stdin)."),
+    runs: list[str] = typer.Argument(..., help="Evaluation JSONs, classifier artifacts or feature stores (one may be "
+                                               "- for stdin)."),
     fmt: Annotated[str, typer.Option("--format", help=f"Output: {', '.join(FORMATS)}.")] = "table",
     device: Device = "auto",
     quiet: Quiet = False,

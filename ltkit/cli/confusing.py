@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,9 +15,11 @@ from ltkit.cli.common import Debug, Force, Out, Quiet, emit_path, run_stage
 @app.command("confusing-classes")
 def confusing_classes_cmd(
     store: Annotated[str, typer.Argument(help="Feature store, or - to read its path from stdin.")],
-    head_ratio: Annotated[float, typer.Option("--head-ratio", help="Fraction of training images the head classes hold at least, in (0, 1); the rest are tail.")] = 0.9,
+    head_ratio: Annotated[float, typer.Option("--head-ratio", help="Fraction of training images the head classes hold "
+                                                                   "at least, in (0, 1); the rest are tail.")] = 0.9,
     top: Annotated[int, typer.Option("--top", help="Confusing classes kept per tail class (Nf).")] = 3,
-    csv: Annotated[Optional[Path], typer.Option("--csv", help="Also export the table as CSV here (one row per tail class and rank).")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also export the table as CSV here (one row per tail class "
+                                                           "and rank).")] = None,
     out: Out = None,
     force: Force = False,
     quiet: Quiet = False,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ from ltkit.report import SUMMARY_SPLITS, check_report_dir, print_summary, write_
 METRICS = ("accuracy", "retrieval")
 
 
-def parse_tau(text: Optional[str]) -> float | str | None:
+def parse_tau(text: str | None) -> float | str | None:
     if text is None or text == "auto":
         return text
     try:
@@ -32,15 +32,28 @@ def parse_tau(text: Optional[str]) -> float | str | None:
 def evaluate_cmd(
     source: str = typer.Argument(..., help="Classifier artifact or feature store, or - to read its path from stdin."),
     on: Annotated[str, typer.Option("--on", help="Split measured: test or val.")] = "test",
-    tau: Annotated[Optional[str], typer.Option("--tau", help="Post-hoc tau-normalisation of a linear/LWS classifier: an exponent, or 'auto' (chosen on val by balanced accuracy, grid 0..2 step 0.1).")] = None,
-    split: Annotated[str, typer.Option("--split", help="What the stderr summary shows: all, or one split's classes (many, medium, few).")] = "all",
-    metric: Annotated[str, typer.Option("--metric", help="accuracy, or retrieval: also mAP / rank-1 of pooled features as queries against the rest of the split.")] = "accuracy",
-    many_threshold: Annotated[int, typer.Option("--many-threshold", help="many: more training images than this.")] = 100,
-    few_threshold: Annotated[int, typer.Option("--few-threshold", help="few: fewer training images than this (medium: between, both ends included).")] = 20,
-    ece_bins: Annotated[int, typer.Option("--ece-bins", help="Equal-width confidence bins of the expected calibration error.")] = 15,
-    store: Annotated[Optional[str], typer.Option("--store", help="The feature store to use instead of the one in the classifier's lineage (one of the same backbone and classes; --force to use another anyway).")] = None,
-    table: Annotated[Optional[str], typer.Option("--table", help="Confusing-class table for the FSA head/tail split, instead of the lineage's.")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Also write a report folder: metrics.json, per_class.csv, confusion.csv, summary.md, PNG plots.")] = None,
+    tau: Annotated[str | None, typer.Option("--tau", help="Post-hoc tau-normalisation of a linear/LWS classifier: an "
+                                                          "exponent, or 'auto' (chosen on val by balanced accuracy, "
+                                                          "grid 0..2 step 0.1).")] = None,
+    split: Annotated[str, typer.Option("--split", help="What the stderr summary shows: all, or one split's classes "
+                                                       "(many, medium, few).")] = "all",
+    metric: Annotated[str, typer.Option("--metric", help="accuracy, or retrieval: also mAP / rank-1 of pooled "
+                                                         "features as queries against the rest of the split.")
+                      ] = "accuracy",
+    many_threshold: Annotated[int, typer.Option("--many-threshold", help="many: "
+                                                                         "more training images than this.")] = 100,
+    few_threshold: Annotated[int, typer.Option("--few-threshold", help="few: fewer training images than this (medium: "
+                                                                       "between, both ends included).")] = 20,
+    ece_bins: Annotated[int, typer.Option("--ece-bins", help="Equal-width confidence bins of the expected calibration "
+                                                             "error.")] = 15,
+    store: Annotated[str | None, typer.Option("--store", help="The feature store to use instead of the one in the "
+                                                              "classifier's lineage (one of the same backbone and "
+                                                              "classes; --force to use another anyway).")] = None,
+    table: Annotated[str | None, typer.Option("--table", help="Confusing-class table for the FSA head/tail split, "
+                                                              "instead of the lineage's.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write a report folder: metrics.json, "
+                                                                 "per_class.csv, "
+                                                                 "confusion.csv, summary.md, PNG plots.")] = None,
     device: Device = "auto",
     force: Force = False,
     quiet: Quiet = False,

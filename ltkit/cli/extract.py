@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, Workers, em
 from ltkit.errors import ConfigError
 
 
-def parse_splits(text: Optional[str], no_spatial: bool) -> tuple[str, ...]:
+def parse_splits(text: str | None, no_spatial: bool) -> tuple[str, ...]:
     """``--spatial-splits train,test`` / ``--no-spatial`` -> the splits that keep maps."""
     if no_spatial and text is not None:
         raise ConfigError("give either --spatial-splits or --no-spatial, not both")
@@ -26,14 +26,21 @@ def parse_splits(text: Optional[str], no_spatial: bool) -> tuple[str, ...]:
 @app.command("extract")
 def extract_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Backbone checkpoint, or - to read its path from stdin.")],
-    data: Annotated[Optional[str], typer.Option("--data", help="Data set name replacing the checkpoint's (same classes).")] = None,
-    root: Annotated[Optional[str], typer.Option("--root", help="Data folder replacing the checkpoint's.")] = None,
-    spatial_splits: Annotated[Optional[str], typer.Option("--spatial-splits", help="Comma-separated splits that keep feature maps and CAMs: train, val, test (default: train).")] = None,
-    no_spatial: Annotated[bool, typer.Option("--no-spatial", help="Keep no feature maps or CAMs, only pooled features and logits.")] = False,
-    train_views: Annotated[int, typer.Option("--train-views", min=0, help="Also store K train-time-augmented views of every training image.")] = 0,
+    data: Annotated[str | None, typer.Option("--data", help="Data set "
+                                                            "name replacing the checkpoint's (same classes).")] = None,
+    root: Annotated[str | None, typer.Option("--root", help="Data folder replacing the checkpoint's.")] = None,
+    spatial_splits: Annotated[str | None, typer.Option("--spatial-splits", help="Comma-separated splits that keep "
+                                                                                "feature maps and CAMs: train, val, "
+                                                                                "test (default: train).")] = None,
+    no_spatial: Annotated[bool, typer.Option("--no-spatial", help="Keep no feature maps or CAMs, only pooled features "
+                                                                  "and logits.")] = False,
+    train_views: Annotated[int, typer.Option("--train-views", min=0, help="Also store K train-time-augmented views of "
+                                                                          "every training image.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 256,
-    precision: Annotated[str, typer.Option("--precision", help="auto (CUDA: bf16, or fp16; CPU: fp32), fp32, bf16 or fp16.")] = "auto",
-    compression: Annotated[str, typer.Option("--compression", help="none, lzf or gzip (applied once the store is complete).")] = "none",
+    precision: Annotated[str, typer.Option("--precision", help="auto (CUDA: bf16, or fp16; CPU: fp32), fp32, bf16 or "
+                                                               "fp16.")] = "auto",
+    compression: Annotated[str, typer.Option("--compression", help="none, lzf or gzip (applied once the store is "
+                                                                   "complete).")] = "none",
     seed: Seed = 0,
     device: Device = "auto",
     workers: Workers = 0,
@@ -49,10 +56,9 @@ def extract_cmd(
 
     def run() -> Path:
         splits = parse_splits(spatial_splits, no_spatial)
-        cfg = ExtractConfig(checkpoint=checkpoint, out=str(out) if out else None, data=data, root=root,
-                            spatial_splits=splits, train_views=train_views, batch_size=batch_size,
-                            workers=workers, device=device, precision=precision,
+        cfg = ExtractConfig(data=data, root=root, spatial_splits=splits, train_views=train_views,
+                            batch_size=batch_size, workers=workers, device=device, precision=precision,
                             compression=compression, seed=seed)
-        return extract(cfg, force=force)
+        return extract(checkpoint, cfg, out=out, force=force)
 
     emit_path(run_stage(run, quiet=quiet, debug=debug))

@@ -13,8 +13,18 @@ from ltkit.store.join import join_shards
 from ltkit.store.pack import pack_store
 from ltkit.store.reader import Store, earlier_store, open_store
 from ltkit.store.resume import BackgroundWriter, Progress, exclusive, open_or_create, resumable
-from ltkit.store.schema import (ATTR_GROUP, COMPRESSIONS, JSON_ATTRS, READ_BLOCK_BYTES, REQUIRED_ATTRS, SCHEMA,
-                                SCHEMA_VERSION, SPLITS, VIEWS, StoreLayout)
+from ltkit.store.schema import (
+                                ATTR_GROUP,
+                                COMPRESSIONS,
+                                JSON_ATTRS,
+                                READ_BLOCK_BYTES,
+                                REQUIRED_ATTRS,
+                                SCHEMA,
+                                SCHEMA_VERSION,
+                                SPLITS,
+                                VIEWS,
+                                StoreLayout,
+)
 from ltkit.store.validate import is_store
 from ltkit.store.writer import StoreWriter, create_store
 

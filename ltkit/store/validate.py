@@ -18,8 +18,18 @@ import numpy as np
 
 from ltkit.errors import StoreError
 from ltkit.store.guard import first_line
-from ltkit.store.schema import (JSON_ATTRS, REQUIRED_ATTRS, SCHEMA, SCHEMA_VERSION, SPATIAL, SPLITS, VIEWS,
-                                StoreLayout, decode, read_attrs)
+from ltkit.store.schema import (
+    JSON_ATTRS,
+    REQUIRED_ATTRS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SPATIAL,
+    SPLITS,
+    VIEWS,
+    StoreLayout,
+    decode,
+    read_attrs,
+)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 STRINGS = ("arch", "layer", "head", "backbone_path", "backbone_sha256", "ltkit_version")
