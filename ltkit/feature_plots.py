@@ -100,9 +100,10 @@ def gather_features(st, classes: list[int], cfg: FeaturePlotConfig) -> dict[str,
     return out
 
 
-def plot_features(store: str | Path, out: str | Path | None, cfg: FeaturePlotConfig, *,
+def plot_features(store: str | Path, cfg: FeaturePlotConfig, *, out: str | Path | None = None,
                   force: bool = False) -> Path:
-    """`ltkit plot-features`: pooled features | class-specific | class-generic, PCA to 2-D."""
+    """`ltkit plot-features`: pooled features | class-specific | class-generic, PCA to 2-D, as
+    one PNG at ``out`` (default: ``<store stem>.features.png`` beside the store); its path."""
     from ltkit.store import open_store
 
     cfg.validate()

@@ -40,5 +40,5 @@ def plot_features_cmd(
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     cfg = FeaturePlotConfig(classes=names, split=split, per_class=per_class, vectors=vectors,
                             tau_s=tau_s, tau_g=tau_g, seed=seed, normalize=normalize)
-    emit_path(run_stage(lambda: plot_features(store, out, cfg, force=force), quiet=quiet,
+    emit_path(run_stage(lambda: plot_features(store, cfg, out=out, force=force), quiet=quiet,
                         debug=debug))
