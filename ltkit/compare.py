@@ -23,7 +23,8 @@ from rich.table import Table
 from ltkit import console
 from ltkit.artifacts import resolve_input
 from ltkit.errors import ConfigError
-from ltkit.evaluate import EvalConfig, artifact_kind, evaluate, load_evaluation, parse_evaluation
+from ltkit.evaluate import EvalConfig, artifact_kind, evaluate
+from ltkit.evaluation_json import load_evaluation, parse_evaluation
 from ltkit.registry import check_choice
 from ltkit.runoptions import RUN_FIELDS
 

@@ -4,13 +4,12 @@ The input is a feature store (its Phase-I classifier is measured) or a classifie
 (its store is found through its lineage, or given with ``store``). Nothing here needs the
 backbone: every classifier maps stored pooled features ``(N, C)`` to logits ``(N, K)``.
 The result is one JSON-ready dict whose keys are documented in ``docs/evaluate.md``;
-`ltkit.metrics.measure` computes its metrics from plain arrays, `evaluate` feeds it a store.
+`ltkit.metrics.measure` computes its metrics from plain arrays, `evaluate` feeds it a store;
+`ltkit.evaluation_json` owns the JSON's format and reads it back.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from ltkit.artifacts import resolve_input
 from ltkit.classifiers import TAU_GRID, Classifier, load_classifier, pick_tau
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError, DataError, LtkitError
+from ltkit.evaluation_json import FORMAT, FORMAT_VERSION, jsonable
 from ltkit.lineage import Parent, identity_diff, parent, parent_change, store_identity
 from ltkit.metrics import (
     ECE_BINS,
@@ -35,8 +35,6 @@ from ltkit.metrics import (
     retrieval_summary,
 )
 
-FORMAT = "ltkit-evaluation"
-FORMAT_VERSION = 1
 EVAL_SPLITS = ("test", "val")
 MAX_ECE_BINS = 1000
 
@@ -219,7 +217,7 @@ def _head_tail(run: dict, st) -> tuple[np.ndarray, np.ndarray] | None:
     ref = run["table"]
     if ref is None:
         return None
-    from ltkit.confusing import load_table
+    from ltkit.confusing_table import load_table
 
     change = parent_change(Parent("table", Path(ref["path"]), ref["sha256"] if ref["via"] == "lineage" else None))
     if change:  # gone, or (from the lineage) another content
@@ -284,112 +282,3 @@ def _retrieval(st, config: EvalConfig, device: torch.device) -> dict[str, Any]:
     out = retrieval_summary(ap, hit, valid, labels.numpy(), np.asarray(st.train_counts),
                             config.many_threshold, config.few_threshold)
     return {"similarity": "cosine", **out}
-
-
-def jsonable(obj: Any) -> Any:
-    """A value JSON can hold: arrays and tensors to lists, paths to strings, NaN / inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (torch.Tensor, np.ndarray)):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return jsonable(dataclasses.asdict(obj))
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
-
-
-def load_evaluation(path: str | Path) -> dict[str, Any]:
-    """An evaluation JSON written by `ltkit evaluate` (stdout or a report's metrics.json)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not readable JSON ({exc}); give the JSON that "
-                            "`ltkit evaluate` printed") from None
-    return parse_evaluation(text, path)
-
-
-def parse_evaluation(text: str, where: str | Path) -> dict[str, Any]:
-    """The evaluation in ``text`` (from ``where``: a path, or stdin), validated: what `compare`
-    reads from it is there and sane (accuracies in [0, 1] or null, counts whole numbers, a
-    known format version); else one ArtifactError."""
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ArtifactError(f"{where} is not readable JSON ({str(exc)[:80]}); give the JSON that "
-                            "`ltkit evaluate` printed") from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ArtifactError(f"{where} is not an ltkit evaluation (no format {FORMAT!r}); give "
-                            "the JSON that `ltkit evaluate` printed")
-    version = obj.get("format_version", FORMAT_VERSION)  # absent in hand-made test results only
-    if version != FORMAT_VERSION or isinstance(version, bool):
-        raise ArtifactError(f"{where} is an evaluation of format version {version!r}; this ltkit reads "
-                            f"version {FORMAT_VERSION}: evaluate the classifier again")
-    problem = _evaluation_problem(obj)
-    if problem:
-        raise ArtifactError(f"{where} is a damaged evaluation ({problem}); evaluate the classifier again")
-    return obj
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_accuracy(value: Any) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                              and math.isfinite(value) and 0.0 <= value <= 1.0)
-
-
-def _group_problem(name: str, group: Any) -> str | None:
-    if not isinstance(group, dict) or not _is_accuracy(group.get("accuracy")):
-        return f"{name} accuracy is not a number in [0, 1] or null"
-    if any(key in group and not _is_count(group[key]) for key in ("classes", "samples")):
-        return f"{name} counts are not whole numbers"
-    return None
-
-
-def _evaluation_problem(obj: dict[str, Any]) -> str | None:
-    """What is wrong with the parts of an evaluation that `compare` reads, or None."""
-    for key in ("top1", "balanced_accuracy"):
-        if not _is_accuracy(obj.get(key)):
-            return f"{key} is not a number in [0, 1] or null"
-    splits = obj.get("splits")
-    if not isinstance(splits, dict):
-        return "no splits"
-    groups = [(f"the {s} split's", splits.get(s)) for s in ("many", "medium", "few")]
-    if obj.get("fsa") is not None:
-        fsa = obj["fsa"]
-        if not isinstance(fsa, dict):
-            return "its FSA head / tail is not a record"
-        groups += [(f"the FSA {s}", fsa.get(s)) for s in ("head", "tail")]
-    for name, group in groups:
-        problem = _group_problem(name, group)
-        if problem:
-            return problem
-    if any(key in obj and not _is_count(obj[key]) for key in ("samples", "num_classes")):
-        return "its counts are not whole numbers"
-    for key in ("source", "store"):
-        if not isinstance(obj.get(key), dict) or not isinstance(obj[key].get("path"), str):
-            return f"no {key} path"
-    thresholds = obj.get("thresholds")
-    if not isinstance(thresholds, dict) or not all(_is_count(thresholds.get(k)) for k in ("many", "few")):
-        return "its thresholds are not whole numbers"
-    if not isinstance(obj.get("on"), str) or not isinstance(obj.get("method", "?"), str):
-        return "its split or method is not a name"
-    if not isinstance(obj.get("options") or {}, dict):
-        return "its options are not a record"
-    tau = obj.get("tau")
-    if tau is not None and not (isinstance(tau, dict) and isinstance(tau.get("value"), (int, float))
-                                and not isinstance(tau.get("value"), bool) and math.isfinite(tau["value"])
-                                and isinstance(tau.get("mode"), str)):
-        return "its tau is not a number with a mode"
-    return None

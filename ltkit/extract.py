@@ -4,28 +4,25 @@ The recipe (`_extract_to`): 1. checkpoint and data -> 2. map shape, store layout
 options that fingerprint it -> 3. create or resume ``OUT.partial`` (ltkit.store.resume) ->
 4. one pass per part (train, val, bound, test, views) in fixed batches from row 0, so a
 resumed run ends with the same store -> 5. verify, mark complete, compress (optional), rename.
-Under torchrun each rank extracts a shard, and rank 0 joins them.
+Under torchrun each rank extracts a shard, and rank 0 joins them. What the store records
+about how it was made (the options, the root attributes) is built in `ltkit.extract_record`.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ltkit import __version__, console, distributed, testhooks
+from ltkit import console, distributed, testhooks
 from ltkit.artifacts import (
     check_not_input,
     check_output,
     commit_partial,
     file_sha256,
-    make_lineage,
     option_diff,
     other_options,
     partial_path,
@@ -38,6 +35,7 @@ from ltkit.classifiers import Classifier
 from ltkit.device import autocast, resolve_precision, seed_everything
 from ltkit.errors import ArtifactError, ConfigError, DataError, StoreError
 from ltkit.extract_parts import Part, SeededViews, checkpoint_data, make_parts, view_seed
+from ltkit.extract_record import root_attrs, store_options
 from ltkit.store import (
     COMPRESSIONS,
     SPLITS,
@@ -220,27 +218,6 @@ def extract(checkpoint: str | Path, cfg: ExtractConfig, *, out: str | Path | Non
         return out
 
 
-def _options(cfg: ExtractConfig, spec, sha: str, spatial: list[str], precision: str) -> dict[str, Any]:
-    """The extraction options as plain JSON: they fingerprint the partial for resume."""
-    return json.loads(json.dumps({
-        "checkpoint_sha256": sha, "dataset": dataclasses.asdict(spec), "spatial_splits": spatial,
-        "train_views": cfg.train_views, "batch_size": cfg.batch_size, "precision": precision,
-        "compression": cfg.compression, "seed": cfg.seed, "ltkit_version": __version__}))
-
-
-def _root_attrs(info: dict[str, Any], counts: np.ndarray, ckpt: Path, options: dict[str, Any],
-                clf: Classifier, fmap: tuple[int, int, int], seed: int) -> dict[str, Any]:
-    """The store's root attributes (docs/store.md); `counts`: (K,) of the whole training split."""
-    k = len(info["class_names"])
-    return {"class_names": list(info["class_names"]), "train_counts": [int(c) for c in counts],
-            "num_classes": k, "feature_shape": list(fmap), "arch": info["arch"],
-            "layer": "forward_features", "head": clf.kind, "dataset": options["dataset"],
-            "backbone_path": str(ckpt.resolve()), "backbone_sha256": options["checkpoint_sha256"],
-            "ltkit_version": __version__, "options": options, "seed": seed,
-            "lineage": make_lineage({"backbone": ckpt}, options, seed), "train_views": options["train_views"],
-            "spatial_splits": options["spatial_splits"]}
-
-
 def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device, *, force: bool,
                 shard: tuple[int, int] | None = None) -> Path:
     """Extract into ``out`` (a whole store, or rank ``shard[0]``'s of ``shard[1]`` shards)."""
@@ -262,7 +239,7 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
     c, h, w = _map_shape(model, parts[0], device, precision)
     spatial = [p.name for p in parts if p.spatial and p.name != VIEWS]
     _log_plan(parts, (c, h, w), spatial, precision, device)
-    options = _options(cfg, spec, file_sha256(ckpt), spatial, precision)
+    options = store_options(cfg, spec, file_sha256(ckpt), spatial, precision)
 
     def differs(path: Path) -> str | None:
         with open_store(path) as st:
@@ -274,7 +251,7 @@ def _extract_to(cfg: ExtractConfig, ckpt: Path, out: Path, device: torch.device,
         return out
     check_output(out, force, inputs=[ckpt], **OUTPUT)
     layout = StoreLayout(c, h, w, len(info["class_names"]), {p.name: p.rows for p in parts}, tuple(spatial))
-    attrs = _root_attrs(info, counts, ckpt, options, clf, (c, h, w), cfg.seed) | (
+    attrs = root_attrs(info, counts, ckpt, options, clf, (c, h, w), cfg.seed) | (
         {"shard": list(shard)} if shard is not None else {})
     head = {"kind": clf.kind, "weight": clf.weight.detach().cpu().numpy(), "scale": clf.scale,
             "bias": None if clf.bias is None else clf.bias.detach().cpu().numpy()}

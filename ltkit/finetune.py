@@ -15,7 +15,8 @@ defaults (`check_combination` refuses a pair that cannot work). Today's matrix:
 | cloud (needs cosine)      | yes: cosine from the Phase-I directions | yes: cosine, re-initialised | no | no | no |
 
 An augmenter with ``needs_cosine`` trains a cosine classifier with an additive angular
-margin (ArcFace: the target logit is s * cos(min(theta + m, pi))).
+margin (ArcFace: the target logit is s * cos(min(theta + m, pi))). The stage's config,
+`FinetuneConfig`, and its flat option names live in `ltkit.finetune_config`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,149 +42,23 @@ from ltkit.artifacts import (
     resolve_input,
     reuse_existing,
 )
-from ltkit.augment import (
-    AUGMENTERS,
-    AugmentConfig,
-    check_augmenter,
-    iter_batches,
-    make_augmenter,
-    nearest_balanced_batch,
-)
+from ltkit.augment import AUGMENTERS, check_augmenter, iter_batches, make_augmenter
 from ltkit.augment.bank import FeatureBank, load_bank
 from ltkit.classifiers import FORMAT as CLASSIFIER_FORMAT
 from ltkit.classifiers import NCM_METRICS, TAU_GRID, Classifier, load_classifier, save_classifier  # noqa: F401
-from ltkit.confusing import ConfusingTable, load_table, save_table, table_for_store, table_store_path
+from ltkit.confusing import table_for_store, table_store_path
+from ltkit.confusing_table import ConfusingTable, load_table, save_table
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
+from ltkit.finetune_config import FinetuneConfig, method_name
 from ltkit.lineage import parent, parent_change, store_identity
 from ltkit.methods import CLASSIFIERS, FitInputs, check_combination, get_method, training_free  # noqa: F401
 from ltkit.methods.ncm import ncm_classifier  # noqa: F401  (the library API of before)
 from ltkit.methods.tau_norm import tau_normalized  # noqa: F401
 from ltkit.metrics import balanced_accuracy, per_class_accuracy
-from ltkit.registry import check_choice
-from ltkit.runoptions import RUN_FIELDS, RunOptions, result_options
+from ltkit.runoptions import RUN_FIELDS, result_options
 
-SCHEDULES = ("constant", "cosine")
 LOG_EVERY = 50  # iterations between progress lines (and device -> host syncs)
-# the nested AugmentConfig's fields under their flat option names (the artifact's options)
-BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in dataclasses.fields(AugmentConfig)}
-
-
-def _stage_batches() -> AugmentConfig:
-    return AugmentConfig(batch_size=None, na=None)  # None: the method's default / the table's Nf
-
-
-def _stage_run() -> RunOptions:
-    return RunOptions(threads=1)  # batches are small: extra CPU threads mostly wait on each other
-
-
-@dataclass
-class FinetuneConfig:
-    augment: str = "auto"          # augmenter; auto: the classifier's default (fsa for linear, ...)
-    classifier: str = "linear"     # a name of ltkit.methods.CLASSIFIERS
-    iterations: int | None = None  # SGD steps; None: the method's (6400, or 10 epochs-equivalent)
-    lr: float | None = None        # None: the method's (0.001 fixed for linear, paper; 0.2 for crt, lws, Kang)
-    schedule: str | None = None    # constant | cosine (to 0); None: the method's
-    momentum: float = 0.9          # SGD momentum (the paper gives none; 0.9 as in Phase I)
-    weight_decay: float = 5e-4     # SGD weight decay on the trained parameters
-    batches: AugmentConfig = field(default_factory=_stage_batches)  # the augmenter's options;
-    #                                batch_size / na None: the method's batch, the table's Nf
-    margin: float = 0.2            # cosine heads: additive angular margin m, radians, in [0, pi/2)
-    scale: float = 16.0            # cosine logit scale s (a cosine Phase-I head keeps its own)
-    tau: float | None = None       # tau-norm exponent; None: chosen on the validation split
-    ncm_metric: str = "cosine"     # ncm: cosine | l2
-    method_options: dict[str, Any] = field(default_factory=dict)  # the method's own options (--method-option)
-    seed: int = 0                  # one seed for every draw and initialisation
-    run: RunOptions = field(default_factory=_stage_run)  # device, threads, eval cadence, memory: not the result
-
-    def validate(self) -> None:
-        method = CLASSIFIERS.get(self.classifier)
-        if self.augment != "auto":
-            AUGMENTERS.get(self.augment)
-        if self.schedule is not None:
-            check_choice(self.schedule, SCHEDULES, "--schedule")
-        check_choice(self.ncm_metric, NCM_METRICS, "--ncm-metric")
-        for name in ("iterations", "batch_size", "na"):
-            value = getattr(self.batches if name in BATCH_OPTIONS else self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError("--lr must be positive")
-        if not (min(self.momentum, self.weight_decay) >= 0):
-            raise ConfigError("--momentum and --weight-decay must be >= 0")
-        if not 0 <= self.margin < math.pi / 2 or not (math.isfinite(self.scale) and self.scale > 0):
-            raise ConfigError("--margin must lie in [0, pi/2) and --scale be positive")
-        if self.tau is not None and not (math.isfinite(self.tau) and self.tau >= 0):
-            raise ConfigError(f"--tau must be a finite number >= 0 (or auto), got {self.tau}")
-        unknown = sorted(set(self.method_options) - set(method.options))
-        if unknown:
-            raise ConfigError(f"--method-option {unknown[0]}: classifier {self.classifier} has no such "
-                              f"option (its options: {', '.join(sorted(method.options)) or 'none'})")
-        method().check_options(method.options | self.method_options)
-        self.run.validate()
-        self.batches.validate()
-
-    def augment_name(self) -> str:
-        return self.augment if self.augment != "auto" else get_method(self.classifier).default_augment
-
-    def resolved(self, num_train: int, nf: int) -> FinetuneConfig:
-        """Every None filled in from the method's schedule (the paper's for linear, Kang's for
-        crt and lws) and the table's Nf."""
-        method = get_method(self.classifier)
-        base = method.schedule
-        batch, na = self.batches.batch_size or base["batch_size"], self.batches.na or nf
-        augmenter = AUGMENTERS.get(self.augment_name())
-        if self.batches.batch_size is None and method.trains and augmenter.balanced_batches:
-            fitted = nearest_balanced_batch(batch, na)  # a default that fits Na
-            if fitted != batch:
-                console.log(f"batch size {fitted}: the default {batch} does not hold a whole "
-                            f"2*Nt*(1+Na) batch with Na={na} (--batch-size to choose)")
-            batch = fitted
-        iterations = self.iterations or (math.ceil(base["epochs"] * num_train / batch) if "epochs" in base
-                                         else base["iterations"])
-        return dataclasses.replace(self, augment=self.augment_name(), iterations=iterations,
-                                   batches=dataclasses.replace(self.batches, batch_size=batch, na=na),
-                                   lr=self.lr or base["lr"], schedule=self.schedule or base["schedule"],
-                                   method_options=method.options | self.method_options)
-
-    # ---- the flat option names (artifacts, sweeps, compare) ----------------------------
-    def to_options(self) -> dict[str, Any]:
-        """The options that make the result, flat (``tau_s``, ``batch_size``, ``views``, ...):
-        what a classifier artifact records and a rerun compares; `run` is left out."""
-        out = {}
-        for f in dataclasses.fields(self):
-            if f.name == "batches":
-                out |= {BATCH_OPTIONS[k]: v for k, v in dataclasses.asdict(self.batches).items()}
-            elif f.name == "method_options":
-                if self.method_options:  # recorded only when the method has options
-                    out["method_options"] = dict(self.method_options)
-            elif f.name != "run":
-                out[f.name] = getattr(self, f.name)
-        return out
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> FinetuneConfig:
-        """A config from flat options (as `to_options`, plus any `RunOptions` field, or an
-        artifact's options of before, where those were flat too); an unknown name is refused."""
-        batch_names = {flat: name for name, flat in BATCH_OPTIONS.items()}
-        top = {f.name for f in dataclasses.fields(cls)} - {"batches", "run"}
-        unknown = sorted(set(options) - top - set(batch_names) - RUN_FIELDS - {"run"})
-        if unknown:
-            raise ConfigError(f"{', '.join(unknown)}: not a fine-tuning option")
-        run = dict(options.get("run") or {}) | {k: v for k, v in options.items() if k in RUN_FIELDS}
-        return cls(**{k: v for k, v in options.items() if k in top},
-                   batches=dataclasses.replace(_stage_batches(), **{batch_names[k]: v for k, v in options.items()
-                                                                    if k in batch_names}),
-                   run=dataclasses.replace(_stage_run(), **run))
-
-    def replace(self, **changes: Any) -> FinetuneConfig:
-        """A copy with options changed by their flat names (``tau_s=0.7``, ``device="cpu"``)."""
-        return FinetuneConfig.from_options(self.to_options() | dataclasses.asdict(self.run) | changes)
-
-
-def method_name(cfg: FinetuneConfig) -> str:
-    """fsa, none, cloud, ... for the Phase-I classifier; tau-norm, ncm; else augment-classifier."""
-    return get_method(cfg.classifier).method_name(cfg.augment_name())
 
 
 # ---- evaluation on the validation split --------------------------------------------------

@@ -205,7 +205,7 @@ def _mapped_spatial(shape, folder, device) -> MappedSpatial | None:
 def load_bank(store, table, *, device: torch.device, spatial: bool, use_views: bool = True,
               resident_bytes: float = 4 * 2**30, scratch: bool = True,
               scratch_dir: str | os.PathLike | None = None) -> FeatureBank:
-    """A bank from an open store and a confusing-class table (a `ltkit.confusing.ConfusingTable`).
+    """A bank from an open store and a confusing-class table (a `ltkit.confusing_table.ConfusingTable`).
 
     ``spatial``: also load CAMs and location vectors (FSA). The vectors are held on ``device``
     (float16) when they take at most ``resident_bytes``; otherwise, with ``scratch``, in a

@@ -29,7 +29,8 @@ def confusing_classes_cmd(
     mean Phase-I softmax over its training images. Prints the table's path (default:
     <store stem>.table.pt beside the store)."""
     from ltkit.artifacts import resolve_input
-    from ltkit.confusing import ConfusingConfig, build_table, default_table_path, load_table
+    from ltkit.confusing import ConfusingConfig, build_table, default_table_path
+    from ltkit.confusing_table import load_table
 
     def run() -> Path:
         cfg = ConfusingConfig(head_ratio=head_ratio, top=top)

@@ -104,7 +104,8 @@ def augment_finetune_cmd(
     LWS, tau-norm, NCM). Prints the classifier's path (default: beside the table, named
     after the method)."""
     from ltkit.augment import AugmentConfig
-    from ltkit.finetune import FinetuneConfig, augment_finetune
+    from ltkit.finetune import augment_finetune
+    from ltkit.finetune_config import FinetuneConfig
     from ltkit.runoptions import RunOptions
 
     def run() -> Path:
