@@ -86,6 +86,9 @@ def gather_features(st, classes: list[int], cfg: FeaturePlotConfig) -> dict[str,
     if not (st.has(cfg.split, "features") and st.has(cfg.split, "cams")):
         return out
     fmap = st.read(cfg.split, "features", index=index).astype(np.float32)  # (n, C, H, W)
+    if not np.isfinite(fmap).all():  # the reader leaves maps unchecked (their size); these few are cheap
+        raise DataError(f"the {cfg.split} feature maps of the chosen classes hold NaN or infinite values; "
+                        "the store is damaged or its backbone diverged: re-extract it")
     cams = st.read(cfg.split, "cams", index=index).astype(np.float32)      # (n, H, W)
     vecs = fmap.transpose(0, 2, 3, 1)                                      # (n, H, W, C)
     nonzero = np.abs(vecs).sum(axis=3) > 0                                 # (n, H, W)

@@ -241,3 +241,16 @@ def test_a_result_that_cannot_reach_stdout_is_one_line_and_says_where_it_is(w, s
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and needle in lines[0] and str(w / "t.pt") in lines[0], done.stderr
     assert (w / "t.pt").is_file()  # the artifact was written: the line says where it is
+
+
+def test_plot_features_refuses_infinite_maps(w):
+    import h5py
+    import numpy as np
+
+    with h5py.File(w / "s.h5", "r+") as f:  # one location vector of every training map
+        maps = f["train/features"][()]
+        maps[:, 0, 0, 0] = np.inf
+        f["train/features"][...] = maps
+    before = snapshot(w)
+    result = run("plot-features", str(w / "s.h5"), "--classes", "0,1", "--out", str(w / "p.png"))
+    assert_refused(result, "feature maps of the chosen classes hold NaN or infinite values", folder=w, before=before)
