@@ -20,6 +20,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from entrypoint import run_main
 from ltkit.cli import app
 from ltkit.cli.common import run_stage
 from ltkit.confusing import ConfusingConfig, build_table
@@ -179,14 +180,6 @@ def test_a_folder_input_is_called_a_folder(w):
 
 # ---- usage errors, bounds and signals (the real entry point) ----------------------------------
 
-def _main(argv, capsys, monkeypatch):
-    from ltkit.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["ltkit", *argv])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -199,7 +192,7 @@ def _main(argv, capsys, monkeypatch):
     (["evaluate", "x.h5", "--no-such-option"], "No such option"),
 ])
 def test_usage_errors_are_one_line_exit_2(argv, needle, capsys, monkeypatch):
-    code, out, err = _main(argv, capsys, monkeypatch)
+    code, out, err = run_main(argv, capsys, monkeypatch)
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
