@@ -46,7 +46,7 @@ __all__ = ["TrainConfig", "default_out", "lr_at", "train_backbone"]
 
 SCHEDULES = ("cosine", "step")
 EPOCH_SEED_STRIDE = 100_003  # epoch e of seed s draws its augmentation from s * STRIDE + e (prime)
-EVAL_BATCH_SIZE = 256        # test images per batch (no gradients: larger than training's)
+EVAL_BATCH_SIZE = 256        # validation images per batch (no gradients: larger than training's)
 RSG_START_FRACTION = 0.8     # RSG with neither rsg_epoch nor drw_epoch starts here (reference: 160 of 200)
 
 
@@ -186,7 +186,7 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
     # 3. the sampler, then the loaders that use it
     sampler = make_sampler(cfg.sampler, splits.train_labels, seed=cfg.seed, epochs=cfg.epochs,
                            rank=ctx.rank, world_size=ctx.world_size)
-    loader, test_loader = _loaders(cfg, splits, eval_splits, sampler, ctx, two_views=supcon is not None)
+    loader, val_loader = _loaders(cfg, splits, eval_splits, sampler, ctx, two_views=supcon is not None)
 
     # 4. optimiser (the schedule is applied per step by lr_at); loss scaling for fp16 only
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -208,9 +208,10 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
             stats = train_one_epoch(replica, loader, loss_fn, optimizer, scaler, cfg, epoch,
                                     device, tracker, supcon, precision)
             last = epoch + 1 == cfg.epochs
-            if ctx.is_main and (last or (cfg.run.eval_every and (epoch + 1) % cfg.run.eval_every == 0)):
-                metrics = evaluate_model(model, test_loader, eval_splits, device, precision)
-                stats["test_balanced_acc"] = metrics["balanced_acc"]
+            due = last or (cfg.run.eval_every and (epoch + 1) % cfg.run.eval_every == 0)
+            if ctx.is_main and due and val_loader is not None:  # validation only: test is evaluate's
+                metrics = evaluate_model(model, val_loader, eval_splits, device, precision)
+                stats["val_balanced_acc"] = metrics["balanced_acc"]
             history.append(stats)
             console.log(epoch_line(epoch, cfg.epochs, stats))
             if ctx.is_main and not last:
@@ -219,7 +220,7 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
             ctx.barrier()
 
     if ctx.is_main:  # 7. the checkpoint: the plain backbone, no optimiser or training-only parts
-        _log_test(metrics)
+        _log_val(metrics)
         _save(out, snapshot(cfg.epochs, metrics, history))
         partial.unlink(missing_ok=True)
     ctx.barrier()
@@ -264,15 +265,16 @@ def _build_model(cfg: TrainConfig, splits: Splits, ctx: distributed.DistContext)
 def _loaders(cfg: TrainConfig, splits: Splits, eval_splits: Splits, sampler: Sampler,
              ctx: distributed.DistContext, *, two_views: bool) -> tuple[DataLoader, DataLoader]:
     """The training loader (this process's share of each batch, in `sampler`'s order; two
-    views per image for SCL) and the test loader."""
+    views per image for SCL) and the validation loader (None without a validation split): the
+    test split is measured once, by `ltkit evaluate`, never during training."""
     pin, workers = ctx.device.type == "cuda", cfg.run.workers
     train_set = TwoViewDataset(splits.train) if two_views else splits.train
     loader = DataLoader(train_set, batch_size=cfg.batch_size // ctx.world_size, sampler=sampler,
                         num_workers=workers, pin_memory=pin, drop_last=False,
                         persistent_workers=workers > 0)
-    test_loader = DataLoader(eval_splits.test, batch_size=EVAL_BATCH_SIZE, num_workers=workers,
-                             pin_memory=pin)
-    return loader, test_loader
+    val_loader = None if eval_splits.val is None else DataLoader(
+        eval_splits.val, batch_size=EVAL_BATCH_SIZE, num_workers=workers, pin_memory=pin)
+    return loader, val_loader
 
 
 def _replicate(net: TrainingNet, ctx: distributed.DistContext, *, find_unused: bool) -> torch.nn.Module:
@@ -290,7 +292,10 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
         torch.save(obj, tmp)
 
 
-def _log_test(metrics: dict[str, Any]) -> None:
-    console.log("test: balanced acc {:.4f}; ".format(metrics["balanced_acc"]) + ", ".join(
+def _log_val(metrics: dict[str, Any]) -> None:
+    if not metrics:
+        console.log("no validation split (--val-per-class 0): the backbone is measured by ltkit evaluate")
+        return
+    console.log("val: balanced acc {:.4f}; ".format(metrics["balanced_acc"]) + ", ".join(
         f"{g} {v['accuracy']:.4f} ({v['classes']} classes)" if v["accuracy"] is not None
         else f"{g} empty" for g, v in metrics["groups"].items()))

@@ -1,4 +1,4 @@
-"""One epoch of Phase-I training, the learning-rate schedule, and the test-set evaluation.
+"""One epoch of Phase-I training, the learning-rate schedule, and the validation-set evaluation.
 
 Plain functions over what `ltkit.train` builds (torchvision references' `train_one_epoch` /
 `evaluate`): no files, no resume state.
@@ -134,4 +134,4 @@ def epoch_line(epoch: int, epochs: int, stats: dict[str, float]) -> str:
             + "".join(f", {name.removesuffix('_loss')} {stats[name]:.4f}" for name in LOG_PARTS if name in stats)
             + (f", {stats['generated']} generated" if "generated" in stats else "")
             + f", {stats['epoch_seconds']:.1f} s"
-            + (f", test balanced acc {stats['test_balanced_acc']:.4f}" if "test_balanced_acc" in stats else ""))
+            + (f", val balanced acc {stats['val_balanced_acc']:.4f}" if "val_balanced_acc" in stats else ""))

@@ -233,3 +233,15 @@ def test_a_resume_state_on_changed_data_is_refused_and_one_without_a_fingerprint
     (tmp_path / "b.pt.partial").unlink()
     again = run_cli("train-backbone", *args)
     assert again.exit_code == 0 and again.stdout.strip() == str(out)
+
+
+def test_eval_every_reports_the_validation_split_never_test(tmp_path):
+    result = run_cli("train-backbone", *TINY, "--epochs", "2", "--eval-every", "1", "--out", str(tmp_path / "b.pt"))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("val balanced acc") == 2
+    assert "test balanced" not in result.stderr and "\ntest:" not in result.stderr  # test is evaluate's
+    ckpt = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert sum(g["classes"] for g in ckpt["metrics"]["groups"].values()) == 4  # measured on val's 4 classes
+    no_val = [v if prev != "--val-per-class" else "0" for prev, v in zip(["", *TINY], TINY)]
+    none = run_cli("train-backbone", *no_val, "--epochs", "1", "--out", str(tmp_path / "c.pt"))
+    assert none.exit_code == 0 and "no validation split" in none.stderr

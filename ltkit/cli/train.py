@@ -98,7 +98,8 @@ def train_backbone_cmd(
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up epochs.")] = 1,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16 when supported).")] = True,
     eval_every: Annotated[int, typer.Option(
-        "--eval-every", min=0, help="Report balanced test accuracy every N epochs (0: only at the end).")] = 0,
+        "--eval-every", min=0, help="Report balanced validation accuracy every N epochs (0: only at the end; "
+                                    "the test split is measured by ltkit evaluate).")] = 0,
     scl_weight: Annotated[float, typer.Option(
         "--scl-weight", help="Supervised contrastive (SupCon) term of this weight added to the loss, on two views per "
                              "image (0: off).")] = 0.0,
