@@ -73,6 +73,17 @@ class Method:
         raise NotImplementedError
 
 
+class TrainingFreeMethod(Method):
+    """A method that builds its classifier from the store (`make`), named by itself alone."""
+
+    trains = False
+    default_augment = "none"
+    schedule = PAPER  # unused (nothing trains); the defaults its artifacts have always recorded
+
+    def method_name(self, augment: str) -> str:
+        return self.name
+
+
 CLASSIFIERS: Registry[type[Method]] = Registry("classifier")
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ltkit.classifiers import TAU_GRID, Classifier, register_kind
 from ltkit.errors import ConfigError
-from ltkit.methods import CLASSIFIERS, PAPER, FitInputs, Method
+from ltkit.methods import CLASSIFIERS, FitInputs, TrainingFreeMethod
 from ltkit.metrics import balanced_accuracy, per_class_accuracy
 
 
@@ -41,16 +41,10 @@ def adjusted(phase1: Classifier, log_prior: torch.Tensor, tau: float) -> Classif
 
 
 @CLASSIFIERS.register("logit-adjust")
-class LogitAdjustment(Method):
+class LogitAdjustment(TrainingFreeMethod):
     name = "logit-adjust"
-    trains = False
-    default_augment = "none"
-    schedule = PAPER  # unused: nothing trains
     phase1_kinds = ("linear", "cosine")
     options = {"tau": "auto"}
-
-    def method_name(self, augment: str) -> str:
-        return self.name
 
     def check_options(self, options: dict) -> None:
         tau = options["tau"]

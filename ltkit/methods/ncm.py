@@ -10,18 +10,12 @@ import torch.nn.functional as F
 
 from ltkit.augment.bank import VIEWS_SPLIT
 from ltkit.classifiers import Classifier
-from ltkit.methods import CLASSIFIERS, PAPER, FitInputs, Method
+from ltkit.methods import CLASSIFIERS, FitInputs, TrainingFreeMethod
 
 
 @CLASSIFIERS.register("ncm")
-class NearestClassMean(Method):
+class NearestClassMean(TrainingFreeMethod):
     name = "ncm"
-    trains = False
-    default_augment = "none"
-    schedule = PAPER  # unused (nothing trains); the defaults its artifacts have always recorded
-
-    def method_name(self, augment: str) -> str:
-        return self.name
 
     def make(self, inputs: FitInputs):
         cfg = inputs.cfg

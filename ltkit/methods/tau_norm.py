@@ -10,19 +10,13 @@ import dataclasses
 
 from ltkit.classifiers import TAU_GRID, pick_tau
 from ltkit.errors import ConfigError
-from ltkit.methods import CLASSIFIERS, PAPER, FitInputs, Method
+from ltkit.methods import CLASSIFIERS, FitInputs, TrainingFreeMethod
 
 
 @CLASSIFIERS.register("tau-norm")
-class TauNormalisation(Method):
+class TauNormalisation(TrainingFreeMethod):
     name = "tau-norm"
-    trains = False
-    default_augment = "none"
-    schedule = PAPER  # unused (nothing trains); the defaults its artifacts have always recorded
     phase1_kinds = ("linear",)
-
-    def method_name(self, augment: str) -> str:
-        return self.name
 
     def make(self, inputs: FitInputs):
         clf, curve, tau = tau_normalized(inputs.phase1, inputs.cfg.tau, inputs.val)
