@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltkit import choices
 from ltkit.artifacts import load_torch_artifact, save_torch_artifact
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.lineage import lineage_problem
@@ -35,7 +36,7 @@ from ltkit.registry import Registry
 FORMAT = "ltkit-classifier"
 FORMAT_VERSION = 1
 TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # tau-normalisation exponents: 0.0 .. 2.0
-NCM_METRICS = ("cosine", "l2")
+NCM_METRICS = choices.NCM_METRICS
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
@@ -47,7 +48,7 @@ class HeadKind:
     needs: tuple[str, ...] = ()  # of "scale", "class_scale": entries its state must hold
 
 
-HEAD_KINDS: Registry[HeadKind] = Registry("classifier kind")
+HEAD_KINDS: Registry[HeadKind] = Registry("classifier kind", declared=choices.HEAD_KINDS)
 
 
 def register_kind(name: str, *, needs: tuple[str, ...] = ()):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ltkit import console
+from ltkit import choices, console
 from ltkit.artifacts import resolve_input
 from ltkit.errors import ConfigError
 from ltkit.evaluate import EvalConfig, artifact_kind, evaluate
@@ -28,7 +29,7 @@ from ltkit.evaluation_json import load_evaluation, parse_evaluation
 from ltkit.registry import check_choice
 from ltkit.runoptions import RUN_FIELDS
 
-FORMATS = ("table", "markdown", "csv")
+FORMATS = choices.COMPARE_FORMATS
 COLUMNS = ("overall", "many", "medium", "few", "tail", "balanced")
 MAX_OPTIONS = 6  # options shown per run; the rest are elided
 # recorded beside the options but not what makes a run: how it ran (RunOptions, as a "run"
@@ -139,12 +140,14 @@ def _cell(row: Row, first: Row, column: str, best: float | None, mark: str) -> s
 
 
 def render(rows: Sequence[Row], fmt: str = "table") -> str:
-    """The comparison as a text table (rich, best marked *), Markdown (best bold) or CSV."""
+    """The comparison as a text table (rich, best marked *), Markdown (best bold), CSV or JSON."""
     check_choice(fmt, FORMATS, "--format")
     best = best_values(rows)
     heads = ["run", "method", "options", *(f"{c} %" for c in COLUMNS)]
     if fmt == "csv":
         return _csv(rows, best)
+    if fmt == "json":
+        return _json(rows, best)
     mark = "**{}**" if fmt == "markdown" else "{} *"
     body = [[r.run, r.method, r.options, *(_cell(r, rows[0], c, best[c], mark) for c in COLUMNS)]
             for r in rows]
@@ -177,6 +180,18 @@ def _csv(rows: Sequence[Row], best: dict[str, float | None]) -> str:
         marks = [c for c in COLUMNS if best[c] is not None and r.values[c] == best[c]]
         writer.writerow([r.run, r.method, r.options, *values, *deltas, ";".join(marks)])
     return buffer.getvalue().rstrip("\n")
+
+
+def _json(rows: Sequence[Row], best: dict[str, float | None]) -> str:
+    """``{"columns": [...], "runs": [{run, method, options, accuracy, delta, best}]}``: accuracies
+    in [0, 1] (null where empty or absent), deltas against the first run."""
+    first = rows[0] if rows else None
+    runs = [{"run": r.run, "method": r.method, "options": r.options,
+             "accuracy": {c: r.values[c] for c in COLUMNS},
+             "delta": {c: None if r.values[c] is None or first.values[c] is None
+                       else r.values[c] - first.values[c] for c in COLUMNS},
+             "best": [c for c in COLUMNS if best[c] is not None and r.values[c] == best[c]]} for r in rows]
+    return json.dumps({"columns": list(COLUMNS), "runs": runs}, indent=2, allow_nan=False)
 
 
 def check_comparable(results: Sequence[dict[str, Any]]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ltkit import __version__, console
+from ltkit import __version__, choices, console
 from ltkit.artifacts import resolve_input
 from ltkit.classifiers import TAU_GRID, Classifier, load_classifier, pick_tau
 from ltkit.device import resolve_device
@@ -35,7 +35,7 @@ from ltkit.metrics import (
     retrieval_summary,
 )
 
-EVAL_SPLITS = ("test", "val")
+EVAL_SPLITS = choices.EVAL_SPLITS
 MAX_ECE_BINS = 1000
 
 
@@ -53,7 +53,7 @@ class EvalConfig:
 
     def validate(self) -> None:
         if self.on not in EVAL_SPLITS:
-            raise ConfigError(f"--on {self.on!r}: valid splits are {', '.join(EVAL_SPLITS)}")
+            raise ConfigError(f"--split {self.on!r}: valid splits are {', '.join(EVAL_SPLITS)}")
         if isinstance(self.tau, str) and self.tau != "auto":
             raise ConfigError(f"--tau {self.tau!r}: give a number (e.g. 1.0) or 'auto'")
         if isinstance(self.tau, (int, float)) and not (math.isfinite(self.tau) and self.tau >= 0):
@@ -110,7 +110,7 @@ def evaluate(source: str | Path, config: EvalConfig, *, store: str | Path | None
     with open_store(run["store"]["path"]) as st:
         if config.on not in st.splits:
             raise DataError(f"the store {st.path} has no {config.on!r} split "
-                            f"(it has {', '.join(st.splits)}); choose --on from those")
+                            f"(it has {', '.join(st.splits)}); choose --split from those")
         if clf is None:  # the store itself: its Phase-I classifier and the options that made it
             clf = Classifier.from_store(st)
             run["options"] = {"arch": st.attrs.get("arch"), "head": st.attrs.get("head"),
@@ -258,8 +258,8 @@ def _apply_tau(clf: Classifier, st, config: EvalConfig, device: torch.device):
                         "has none; re-extract from a backbone trained with --val-per-class > 0, "
                         "or give --tau a number")
     if config.on == "val":
-        console.warn("--tau auto chose tau on val and --on val measures on val too: the numbers "
-                     "are optimistic; use --on test to report")
+        console.warn("--tau auto chose tau on val and --split val measures on val too: the numbers "
+                     "are optimistic; use --split test to report")
     labels = np.asarray(st.read("val", "labels"), dtype=np.int64)  # (N,)
     chunks = (torch.from_numpy(np.asarray(rows)).to(device)  # (B, C)
               for _, rows in st.iter_chunks("val", "pooled", rows=config.chunk_rows))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ltkit import console, distributed, testhooks
+from ltkit import choices, console, distributed, testhooks
 from ltkit.artifacts import (
     check_not_input,
     check_output,
@@ -53,7 +53,7 @@ from ltkit.store import (
 )
 
 __all__ = ["ExtractConfig", "SeededViews", "extract", "extract_batch", "view_seed"]
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = choices.PRECISIONS
 OUTPUT = {"replaces": earlier_store, "kind": "feature store"}  # --force replaces only an earlier store
 
 

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ltkit import console
+from ltkit import choices, console
 from ltkit.augment import AUGMENTERS, AugmentConfig, nearest_balanced_batch
 from ltkit.classifiers import NCM_METRICS
 from ltkit.errors import ConfigError
@@ -19,7 +19,7 @@ from ltkit.methods import CLASSIFIERS, get_method
 from ltkit.registry import check_choice
 from ltkit.runoptions import RUN_FIELDS, RunOptions
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = choices.FINETUNE_SCHEDULES
 # the nested AugmentConfig's fields under their flat option names (the artifact's options)
 BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in dataclasses.fields(AugmentConfig)}
 

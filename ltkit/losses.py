@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltkit import choices
 from ltkit.errors import ConfigError
 from ltkit.registry import Registry
 
@@ -42,7 +43,7 @@ class LossOptions:
 
 
 LossFactory = Callable[[torch.Tensor, LossOptions], "LongTailLoss"]
-LOSSES: Registry[LossFactory] = Registry("loss")
+LOSSES: Registry[LossFactory] = Registry("loss", declared=choices.LOSSES)
 DRW_LOSSES = ("ce", "focal", "ldam")  # losses that can take deferred re-weighting
 
 

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ltkit import choices
 from ltkit.errors import ConfigError
 
 MANY_THRESHOLD = 100  # many: more than this many training images
 FEW_THRESHOLD = 20    # few: fewer than this many; medium: in between, both ends included
-GROUPS = ("many", "medium", "few")
+GROUPS = choices.GROUPS
 ECE_BINS = 15         # equal-width confidence bins of the expected calibration error
 
 

@@ -11,16 +11,23 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A named collection of factories; unknown names raise an error that lists the valid ones."""
+    """A named collection of factories; unknown names raise an error that lists the valid ones.
 
-    def __init__(self, kind: str):
+    ``declared`` is the registry's tuple in ltkit/choices.py, the torch-free list that ``--help``
+    and shell completion show: a name outside it is refused when registered."""
+
+    def __init__(self, kind: str, declared: Iterable[str] | None = None):
         self.kind = kind  # e.g. "backbone", shown in error messages
+        self.declared = None if declared is None else tuple(declared)
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if self.declared is not None and name not in self.declared:
+                raise ValueError(f"{self.kind} {name!r} is not declared in ltkit/choices.py (the names --help "
+                                 "shows without importing torch): add it there")
             self._items[name] = obj
             return obj
 

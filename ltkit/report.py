@@ -21,14 +21,14 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ltkit import console
+from ltkit import choices, console
 from ltkit.artifacts import check_name
 from ltkit.errors import ArtifactError
 from ltkit.evaluate import Evaluation
 from ltkit.metrics import GROUPS
 from ltkit.plots import plot_confusion, plot_per_class_accuracy, plot_reliability
 
-SUMMARY_SPLITS = ("all", *GROUPS)
+SUMMARY_SPLITS = choices.SUMMARY_GROUPS
 PLOTS = {"per_class_accuracy.png": "Per-class accuracy against training count",
          "confusion_matrix.png": "Confusion matrix",
          "reliability.png": "Reliability diagram"}

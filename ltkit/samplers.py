@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from ltkit import choices
 from ltkit.errors import ConfigError, DataError
 from ltkit.registry import Registry
 
-SAMPLERS: Registry[type[LongTailSampler]] = Registry("sampler")
+SAMPLERS: Registry[type[LongTailSampler]] = Registry("sampler", declared=choices.SAMPLERS)
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:

@@ -27,7 +27,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from ltkit import console, distributed, testhooks
+from ltkit import choices, console, distributed, testhooks
 from ltkit.artifacts import atomic_output, check_output, earlier_artifact, partial_path, reuse_existing
 from ltkit.checkpoint import FORMAT
 from ltkit.data import DatasetSpec, Splits, build_splits, data_fingerprint
@@ -44,7 +44,7 @@ from ltkit.training_net import TrainingNet, build_training_net
 
 __all__ = ["TrainConfig", "default_out", "lr_at", "train_backbone"]
 
-SCHEDULES = ("cosine", "step")
+SCHEDULES = choices.TRAIN_SCHEDULES
 EPOCH_SEED_STRIDE = 100_003  # epoch e of seed s draws its augmentation from s * STRIDE + e (prime)
 EVAL_BATCH_SIZE = 256        # validation images per batch (no gradients: larger than training's)
 RSG_START_FRACTION = 0.8     # RSG with neither rsg_epoch nor drw_epoch starts here (reference: 160 of 200)

@@ -13,12 +13,12 @@ from storefixtures import make_store
 def test_a_config_table_sets_options_and_the_command_line_wins(tmp_path, capsys, monkeypatch):
     store = make_store(tmp_path / "s.h5")
     config = tmp_path / "run.toml"
-    config.write_text('[evaluate]\nece-bins = 7\non = "val"\n[train-backbone]\nbatch-size = 64\n')
+    config.write_text('[evaluate]\nece-bins = 7\nsplit = "val"\n[train-backbone]\nbatch-size = 64\n')
     code, out, err = run_main(["evaluate", str(store), "--config", str(config), "--quiet"], capsys, monkeypatch)
     assert code == 0, err
     result = json.loads(out)
     assert result["on"] == "val" and result["calibration"]["bins"] == 7
-    code, out, err = run_main(["evaluate", str(store), "--config", str(config), "--on", "test", "--quiet"],
+    code, out, err = run_main(["evaluate", str(store), "--config", str(config), "--split", "test", "--quiet"],
                            capsys, monkeypatch)
     assert code == 0 and json.loads(out)["on"] == "test"  # the command line wins
 

@@ -252,7 +252,7 @@ def test_retrieval_on_the_store(store):
 # ---- the command ----------------------------------------------------------------------------
 
 def test_cli_json_on_stdout_summary_on_stderr(store):
-    res = CliRunner().invoke(app, ["evaluate", str(store), "--device", "cpu", "--split", "few"])
+    res = CliRunner().invoke(app, ["evaluate", str(store), "--device", "cpu", "--group", "few"])
     assert res.exit_code == 0, res.stderr
     out = strict_json(res.stdout)
     assert out["format"] == "ltkit-evaluation" and out["splits"]["few"]["classes"] == 3
@@ -267,8 +267,8 @@ def test_cli_reads_path_from_stdin(store):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--tau", "abc"], "--tau"), (["--split", "tail"], "--split"), (["--on", "train"], "--on"),
-    (["--metric", "map"], "--metric")])
+    (["--tau", "abc"], "--tau"), (["--group", "tail"], "--group"), (["--split", "train"], "--split"),
+    (["--split", "few"], "--group few"), (["--metric", "map"], "--metric")])
 def test_cli_usage_errors(store, args, message):
     res = CliRunner().invoke(app, ["evaluate", str(store), *args])
     assert res.exit_code == 2 and message in res.stderr and res.stdout == ""
@@ -351,7 +351,7 @@ def test_plot_thresholds_default_to_fsa_defaults():
 def test_report_names_the_split_it_measured(tmp_path):
     path = make_store(tmp_path / "features.h5")
     report = tmp_path / "report"
-    res = CliRunner().invoke(app, ["evaluate", str(path), "--device", "cpu", "--on", "val",
+    res = CliRunner().invoke(app, ["evaluate", str(path), "--device", "cpu", "--split", "val",
                                    "--report", str(report)])
     assert res.exit_code == 0, res.stderr
     assert "- 18 val images, 6 classes" in (report / "summary.md").read_text()

@@ -451,7 +451,7 @@ def test_pickles_that_would_run_code_are_refused_and_never_run(work, tmp_path):
 # ---- class names from a store never reach file paths --------------------------------------------
 
 HOSTILE_NAMES = ["../../escaped", "a/b", "/etc/passwd", "..", "$x_{", "tab\tand\nnewline"]
-# (indices 3-5 are the few classes, which evaluate --split few lists by name; "$x_{" is mathtext)
+# (indices 3-5 are the few classes, which evaluate --group few lists by name; "$x_{" is mathtext)
 
 
 def test_class_names_never_become_paths(tmp_path):
@@ -462,7 +462,7 @@ def test_class_names_never_become_paths(tmp_path):
     runs = [["inspect", str(store)],
             ["confusing-classes", str(store), "--csv", str(work / "table.csv")],
             ["augment-finetune", str(store), *ITERS],
-            ["evaluate", str(work / "s.fsa.pt"), "--report", str(work / "report"), "--split", "few"],
+            ["evaluate", str(work / "s.fsa.pt"), "--report", str(work / "report"), "--group", "few"],
             ["plot-features", str(store), "--per-class", "4", "--vectors", "8"]]
     for args in runs:
         result = run(*args)
@@ -511,7 +511,7 @@ def test_evaluate_lists_class_names_as_text_not_markup(tmp_path):
     store = make_store(tmp_path / "s.h5")
     with h5py.File(store, "r+") as f:  # classes 3-5 are the few classes
         f.attrs["class_names"] = np.array(["a", "b", "c", "[/]", "[/bold]", "[red]x"], dtype=h5py.string_dtype())
-    result = run("evaluate", str(store), "--split", "few")
+    result = run("evaluate", str(store), "--group", "few")
     assert result.exit_code == 0, result.exception
     assert "[/bold]" in result.stderr
 

@@ -24,21 +24,13 @@ from typing import ClassVar, Protocol
 
 import torch
 
+from ltkit import choices
 from ltkit.augment.bank import DRAWS, FeatureBank, TensorSpatial, bank_from_tensors
 from ltkit.errors import ConfigError
 from ltkit.registry import Registry
 
-# FSA's thresholds. The paper gives none; these were chosen on the validation split of
-# Fashion-MNIST-LT (IF 100, ResNet-32, class-balanced draws): the best mean over 3 seeds of
-# a 4 x 3 grid (tau_s 0.3/0.5/0.7/0.9 x tau_g 0.1/0.3/0.5) with the paper's schedule
-# (benchmarks/phase2_sweep.py; docs/phase2.md). The grid is flat within ~1 point.
-TAU_S = 0.5
-TAU_G = 0.3
-# How a batch draws its tail and head samples. Algorithm 1 says "draw one sample from tail
-# classes"; read class-balanced (a class, then one of its images) it beats the instance
-# reading on validation by 3 points at IF 100 and 9 at IF 1000 (docs/phase2.md): with
-# instance draws a 6-image class is almost never in a batch.
-DRAW = "class"
+# FSA's thresholds and how a batch draws its samples: why these values, in ltkit/choices.py.
+TAU_S, TAU_G, DRAW = choices.TAU_S, choices.TAU_G, choices.DRAW
 
 
 @dataclass
@@ -87,7 +79,7 @@ class Augmenter(Protocol):
         """(features (B, C) float32, labels (B,) int64) on the bank's device."""
 
 
-AUGMENTERS: Registry[type[Augmenter]] = Registry("augmenter")
+AUGMENTERS: Registry[type[Augmenter]] = Registry("augmenter", declared=choices.AUGMENTERS)
 
 
 CHUNK_BYTES = 16 << 20  # features of the batches drawn at once (two such chunks are alive)

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ltkit import console
+from ltkit import choices, console
 from ltkit.augment.spatial import RESIDENT_DTYPE, VIEWS_SPLIT, MappedSpatial, SpatialSource, StoreSpatial, TensorSpatial
 from ltkit.errors import ConfigError, DataError, StoreError
 
 __all__ = ["DRAWS", "FeatureBank", "MappedSpatial", "SpatialSource", "StoreSpatial", "TensorSpatial",
            "VIEWS_SPLIT", "bank_from_tensors", "load_bank", "to_locations", "view_rows"]
 
-DRAWS = ("instance", "class")  # instance: uniform over a pool's samples; class: class first
+DRAWS = choices.DRAWS  # instance: uniform over a pool's samples; class: class first
 READ_BLOCK_BYTES = 16 << 20  # maps read per step while a bank is built: bounded memory
 
 

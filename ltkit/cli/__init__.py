@@ -1,4 +1,8 @@
-"""The ``ltkit`` command: one sub-command per stage, each in its own module."""
+"""The ``ltkit`` command: one sub-command per stage, each in its own module.
+
+Importing this package imports no torch: each command imports the library it calls inside
+its function, and the choices its options list come from ltkit/choices.py. So ``--help``,
+``--version`` and shell completion answer at once (tests/test_cli_fast.py checks it)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ app = typer.Typer(
          "dashes, e.g. batch-size = 64; command-line options win) and --print-config (print the "
          "resolved options as that table, and exit).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; completing reads no torch
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -60,7 +64,7 @@ def main() -> None:
             ctx = command.make_context(stage, argv[argv.index(stage) + 1:], default_map=(defaults or {}).get(stage))
             typer.echo(resolved_table(stage, command, ctx.params), nl=False)
             sys.exit(0)
-        code = app(args=argv, standalone_mode=False, default_map=defaults)
+        code = app(args=argv, prog_name="ltkit", standalone_mode=False, default_map=defaults)
     except LtkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         code = 2

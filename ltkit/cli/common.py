@@ -22,24 +22,45 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from ltkit import console
-from ltkit.artifacts import write_failure
+from ltkit.cli.helpstyle import OUTPUT, RUN, completer
 from ltkit.errors import ConfigError, LtkitError
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr; no progress.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
-Force = Annotated[bool, typer.Option("--force", help="Replace an existing output artifact.")]
+# Options every stage shares; all in the "Run" section of --help. The modules they need
+# (rich, torch through ltkit.artifacts) are imported where they are used: --help imports none.
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr; no progress.",
+                                     rich_help_panel=RUN)]
+Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.", rich_help_panel=RUN)]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing output artifact.", rich_help_panel=RUN)]
 MAX_SEED = 2**63 - 1  # torch generators take 64 bits; numpy's are seeded from it modulo 2**32
 MAX_WORKERS = 64  # data-loading processes: more only waits on the disk and the memory
 Seed = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed (0 to 2^63-1); the same seed "
-                                                                       "repeats a run exactly.")]
-Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+                                                                       "repeats a run exactly.", rich_help_panel=RUN)]
+Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.",
+                                     autocompletion=completer(("auto", "cpu", "cuda")), rich_help_panel=RUN)]
 Workers = Annotated[int, typer.Option("--workers", min=0, max=MAX_WORKERS, help="Data-loading worker processes (0: "
                                                                                 "load in the main process; at most "
-                                                                                "64).")]
-Out = Annotated[Path | None, typer.Option("--out", "-o", help="Path of the artifact to write.")]
+                                                                                "64).", rich_help_panel=RUN)]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Path of the artifact to write.", rich_help_panel=RUN)]
+# One machine-readable output for the stages that give a result (evaluate, inspect, compare,
+# confusing-classes): --json, the result as one JSON object on stdout.
+Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.",
+                                    rich_help_panel=OUTPUT)]
+TAU_HELP = ("the tau-normalisation exponent (W_k / ||W_k||^tau, bias dropped): a number >= 0, or auto (chosen on the "
+            "validation split by balanced accuracy, 0..2 step 0.1).")
+
+
+def parse_tau(text: str | None) -> float | str | None:
+    """--tau, the same in every stage: None (not given), "auto", or an exponent >= 0."""
+    if text is None or text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--tau takes a number >= 0 (e.g. 1.0) or auto, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise ConfigError(f"--tau takes a number >= 0 (e.g. 1.0) or auto, got {text!r}")
+    return value
 
 
 def _rank() -> int:
@@ -66,6 +87,10 @@ def one_line(exc: BaseException) -> str:
 
 def _say(markup: str, message: str) -> None:
     """One line on stderr: a styled label, then the message as plain text (never markup)."""
+    from rich.markup import escape
+
+    from ltkit import console
+
     console.console.print(f"{markup} {escape(message)}", soft_wrap=True)
 
 
@@ -92,6 +117,9 @@ def _sigterm_as_interrupt():
 
 def run_stage(fn: Callable[[], Any], *, quiet: bool = False, debug: bool = False) -> Any:
     """Run a stage's library call under the error boundary; return its result."""
+    from ltkit import console
+    from ltkit.artifacts import write_failure
+
     console.configure(quiet=quiet or _rank() != 0)
     try:
         with _sigterm_as_interrupt():

@@ -6,23 +6,34 @@ from typing import Annotated
 
 import typer
 
+from ltkit import choices
 from ltkit.cli import app
-from ltkit.cli.common import Debug, Device, Quiet, run_stage
-from ltkit.compare import FORMATS, compare
-from ltkit.evaluate import EvalConfig
+from ltkit.cli.common import Debug, Device, Json, Quiet, run_stage
+from ltkit.cli.helpstyle import OUTPUT, choice, stage
+from ltkit.errors import ConfigError
 
 
-@app.command("compare", help="Compare runs: overall / many / medium / few / FSA tail / balanced "
-             "accuracy, best per column marked, differences against the first run. Runs are "
-             "evaluation JSONs, or classifiers / stores (evaluated on test with default options).")
+@stage(app, "compare", help="Compare runs: overall / many / medium / few / FSA tail / balanced "
+       "accuracy, best per column marked, differences against the first run. Runs are "
+       "evaluation JSONs, or classifiers / stores (evaluated on test with default options).", example=[
+           "ltkit compare runs/ce.h5 runs/ce.fsa.pt runs/ce.crt.pt --format markdown",
+           "ltkit evaluate runs/ce.fsa.pt | ltkit compare runs/ce.h5 - --json"])
 def compare_cmd(
     runs: list[str] = typer.Argument(..., help="Evaluation JSONs, classifier artifacts or feature stores (one may be "
                                                "- for stdin)."),
-    fmt: Annotated[str, typer.Option("--format", help=f"Output: {', '.join(FORMATS)}.")] = "table",
+    fmt: Annotated[str, choice("--format", "Output", choices.COMPARE_FORMATS, panel=OUTPUT,
+                               note="json: the same as --json.")] = "table",
+    as_json: Json = False,
     device: Device = "auto",
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    text = run_stage(lambda: compare(runs, fmt=fmt, config=EvalConfig(device=device)),
-                     quiet=quiet, debug=debug)
-    typer.echo(text)
+    from ltkit.compare import compare
+    from ltkit.evaluate import EvalConfig
+
+    def run() -> str:
+        if as_json and fmt not in ("table", "json"):
+            raise ConfigError(f"--json prints JSON; it does not go with --format {fmt}")
+        return compare(runs, fmt="json" if as_json else fmt, config=EvalConfig(device=device))
+
+    typer.echo(run_stage(run, quiet=quiet, debug=debug))

@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ltkit import choices
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, Workers, emit_path, run_stage
+from ltkit.cli.helpstyle import DATA, OUTPUT, RUN, choice, stage
 from ltkit.errors import ConfigError
 
 
@@ -23,24 +25,29 @@ def parse_splits(text: str | None, no_spatial: bool) -> tuple[str, ...]:
     return tuple(part for part in text.replace(" ", "").split(",") if part and part != "none")
 
 
-@app.command("extract")
+@stage(app, "extract", example=["ltkit extract runs/ce.pt -o runs/ce.h5",
+                                 "ltkit train-backbone --epochs 30 | ltkit extract - --spatial-splits train,val"])
 def extract_cmd(
     checkpoint: Annotated[str, typer.Argument(help="Backbone checkpoint, or - to read its path from stdin.")],
-    data: Annotated[str | None, typer.Option("--data", help="Data set "
-                                                            "name replacing the checkpoint's (same classes).")] = None,
-    root: Annotated[str | None, typer.Option("--root", help="Data folder replacing the checkpoint's.")] = None,
+    data: Annotated[str | None, choice("--data", "Data set replacing the checkpoint's (same classes)",
+                                       choices.DATASETS, panel=DATA)] = None,
+    root: Annotated[str | None, typer.Option("--root", help="Data folder replacing the checkpoint's.",
+                                             rich_help_panel=DATA)] = None,
     spatial_splits: Annotated[str | None, typer.Option("--spatial-splits", help="Comma-separated splits that keep "
                                                                                 "feature maps and CAMs: train, val, "
-                                                                                "test (default: train).")] = None,
+                                                                                "test (default: train).",
+                                                              rich_help_panel=OUTPUT)] = None,
     no_spatial: Annotated[bool, typer.Option("--no-spatial", help="Keep no feature maps or CAMs, only pooled features "
-                                                                  "and logits.")] = False,
+                                                                  "and logits.", rich_help_panel=OUTPUT)] = False,
     train_views: Annotated[int, typer.Option("--train-views", min=0, help="Also store K train-time-augmented views of "
-                                                                          "every training image.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 256,
-    precision: Annotated[str, typer.Option("--precision", help="auto (CUDA: bf16, or fp16; CPU: fp32), fp32, bf16 or "
-                                                               "fp16.")] = "auto",
-    compression: Annotated[str, typer.Option("--compression", help="none, lzf or gzip (applied once the store is "
-                                                                   "complete).")] = "none",
+                                                                          "every training image.",
+                                                        rich_help_panel=OUTPUT)] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.",
+                                            rich_help_panel=RUN)] = 256,
+    precision: Annotated[str, choice("--precision", "Precision", choices.PRECISIONS, panel=RUN,
+                                     note="auto: bf16 (or fp16) on CUDA, fp32 on CPU.")] = "auto",
+    compression: Annotated[str, choice("--compression", "Store compression", choices.COMPRESSIONS, panel=OUTPUT,
+                                       note="Applied once the store is complete.")] = "none",
     seed: Seed = 0,
     device: Device = "auto",
     workers: Workers = 0,

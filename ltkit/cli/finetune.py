@@ -7,21 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from ltkit.augment import AUGMENTERS, DRAW, TAU_G, TAU_S
+from ltkit import choices
+from ltkit.choices import DRAW, TAU_G, TAU_S
 from ltkit.cli import app
-from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, emit_path, run_stage
+from ltkit.cli.common import TAU_HELP, Debug, Device, Force, Out, Quiet, Seed, emit_path, parse_tau, run_stage
+from ltkit.cli.helpstyle import BATCHES, INPUT, METHOD, OPTIMISER, RUN, choice, completer, stage
 from ltkit.errors import ConfigError
-from ltkit.methods import CLASSIFIERS
 
 
-def parse_tau(text: str) -> float | None:
-    """--tau: a number, or auto (None); anything else is one line, exit 2."""
-    if text == "auto":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"--tau must be a number or auto, got {text!r}") from None
+def _finetune_tau(text: str) -> float | None:
+    """FinetuneConfig's tau: an exponent, or None for auto (chosen on the validation split)."""
+    value = parse_tau(text)
+    return None if value in (None, "auto") else value
 
 
 def parse_method_options(pairs: list[str]) -> dict[str, Any]:
@@ -38,61 +35,74 @@ def parse_method_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-@app.command("augment-finetune")
+@stage(app, "augment-finetune", example=[
+    "ltkit augment-finetune runs/ce.table.pt                      # FSA (the default) on the linear head",
+    "ltkit augment-finetune runs/ce.h5 --classifier tau-norm --tau auto"])
 def augment_finetune_cmd(
     source: Annotated[str, typer.Argument(help="Confusing-class table, or a feature store (its table is built with "
                                                "the defaults), or - to read the path from stdin.")],
-    augment: Annotated[str, typer.Option("--augment", help=f"Batches: {', '.join(AUGMENTERS.names())}; auto: fsa for "
-                                                           f"linear, class-balanced for crt/lws, none for "
-                                                           f"tau-norm/ncm.")] = "auto",
-    classifier: Annotated[str, typer.Option("--classifier",
-                                            help=f"Classifier: {', '.join(CLASSIFIERS.names())}.")] = "linear",
-    iterations: Annotated[int | None, typer.Option("--iterations", help="SGD steps (default 6400 for linear; 10 "
-                                                                        "epochs-equivalent for crt/lws).")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning "
-                                                          "rate (default 0.001 for linear, 0.2 for crt/lws).")] = None,
-    schedule: Annotated[str | None, typer.Option("--schedule", help="constant or cosine (default constant for linear, "
-                                                                    "cosine for crt/lws).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size; fsa/cloud/none need 2*Nt*(1+Na) "
-                                                                        "(default 128 for linear, 512 for crt/lws, "
-                                                                        "made the nearest that fits).")] = None,
-    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="SGD weight decay.")] = 5e-4,
-    na: Annotated[int | None, typer.Option("--na", help="Augmented samples per real tail sample (default: the table's "
-                                                        "Nf, "
-                                                        "one per confusing class; fewer: drawn among the Nf).")] = None,
-    tau_s: Annotated[float, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s.")] = TAU_S,
-    tau_g: Annotated[float, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g.")] = TAU_G,
-    gamma_min: Annotated[float, typer.Option("--gamma-min", help="fsa: mixing ratio gamma ~ U(gamma_min, 1), the "
-                                                                 "share of class-specific vectors (paper: 0).")] = 0.0,
-    tail_draw: Annotated[str, typer.Option("--tail-draw", help="Tail samples: class (a tail class, then one of its "
-                                                               "images; chosen on validation) or instance (uniform "
-                                                               "over tail images).")] = DRAW,
-    head_draw: Annotated[str, typer.Option("--head-draw", help="Head samples: class or instance.")] = DRAW,
-    views: Annotated[bool, typer.Option("--views/--no-views", help="Draw a random stored train view per image when "
-                                                                   "the store has views.")] = True,
-    margin: Annotated[float, typer.Option("--margin", help="cloud: additive angular margin (radians).")] = 0.2,
+    store: Annotated[Path | None, typer.Option("--store", help="The table's store, when it moved or changed since the "
+                                                               "table was built.", rich_help_panel=INPUT)] = None,
+    classifier: Annotated[str, choice("--classifier", "Classifier method", choices.CLASSIFIERS, panel=METHOD)
+                          ] = "linear",
+    augment: Annotated[str, choice("--augment", "Batches", choices.AUGMENTERS, panel=METHOD, extra=["auto"],
+                                   note="auto: fsa for linear, class-balanced for crt/lws, none for tau-norm/ncm.")
+                       ] = "auto",
+    margin: Annotated[float, typer.Option("--margin", help="cloud: additive angular margin (radians).",
+                                          rich_help_panel=METHOD)] = 0.2,
     scale: Annotated[float, typer.Option("--scale", help="cloud: cosine logit scale (a cosine Phase-I head keeps its "
-                                                         "own).")] = 16.0,
-    tau: Annotated[str, typer.Option("--tau", help="tau-norm: exponent, or auto to pick it on the validation "
-                                                   "split.")] = "auto",
-    ncm_metric: Annotated[str, typer.Option("--ncm-metric", help="ncm: cosine or l2.")] = "cosine",
+                                                         "own).", rich_help_panel=METHOD)] = 16.0,
+    tau: Annotated[str, typer.Option("--tau", help=f"tau-norm: {TAU_HELP}", rich_help_panel=METHOD,
+                                     autocompletion=completer(["auto"]))] = "auto",
+    ncm_metric: Annotated[str, choice("--ncm-metric", "ncm: distance", choices.NCM_METRICS, panel=METHOD)
+                          ] = "cosine",
     method_option: Annotated[list[str] | None, typer.Option("--method-option", help="NAME=VALUE: an option of the "
                                                                                     "chosen classifier method itself "
-                                                                                    "(repeat for several).")] = None,
+                                                                                    "(repeat for several).",
+                                                            rich_help_panel=METHOD)] = None,
+    iterations: Annotated[int | None, typer.Option("--iterations", help="SGD steps (default 6400 for linear; 10 "
+                                                                        "epochs-equivalent for crt/lws).",
+                                                   rich_help_panel=OPTIMISER)] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 0.001 for linear, 0.2 for "
+                                                          "crt/lws).", rich_help_panel=OPTIMISER)] = None,
+    schedule: Annotated[str | None, choice("--schedule", "Learning-rate schedule", choices.FINETUNE_SCHEDULES,
+                                           panel=OPTIMISER, note="Default constant for linear, cosine for crt/lws.")
+                        ] = None,
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=OPTIMISER)] = 0.9,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="SGD weight decay.",
+                                                rich_help_panel=OPTIMISER)] = 5e-4,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size; fsa/cloud/none need 2*Nt*(1+Na) "
+                                                                        "(default 128 for linear, 512 for crt/lws, "
+                                                                        "made the nearest that fits).",
+                                                   rich_help_panel=BATCHES)] = None,
+    na: Annotated[int | None, typer.Option("--na", help="Augmented samples per real tail sample (default: the table's "
+                                                        "Nf, one per confusing class; fewer: drawn among the Nf).",
+                                           rich_help_panel=BATCHES)] = None,
+    tau_s: Annotated[float, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s.",
+                                         rich_help_panel=BATCHES)] = TAU_S,
+    tau_g: Annotated[float, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g.",
+                                         rich_help_panel=BATCHES)] = TAU_G,
+    gamma_min: Annotated[float, typer.Option("--gamma-min", help="fsa: mixing ratio gamma ~ U(gamma_min, 1), the "
+                                                                 "share of class-specific vectors (paper: 0).",
+                                             rich_help_panel=BATCHES)] = 0.0,
+    tail_draw: Annotated[str, choice("--tail-draw", "Tail samples", choices.DRAWS, panel=BATCHES,
+                                     note="class: a tail class, then one of its images (chosen on validation); "
+                                          "instance: uniform over tail images.")] = DRAW,
+    head_draw: Annotated[str, choice("--head-draw", "Head samples", choices.DRAWS, panel=BATCHES)] = DRAW,
+    views: Annotated[bool, typer.Option("--views/--no-views", help="Draw a random stored train view per image when "
+                                                                   "the store has views.", rich_help_panel=BATCHES)
+                     ] = True,
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Validation accuracy every N iterations (0: "
-                                                                        "only at the end).")] = 0,
+                                                                        "only at the end).", rich_help_panel=RUN)] = 0,
     resident_gib: Annotated[float, typer.Option("--resident-gib", help="Keep spatial maps on the device up to this "
                                                                        "size; larger ones go to a mapped scratch copy "
-                                                                       "(bounded memory).")] = 4.0,
+                                                                       "(bounded memory).", rich_help_panel=RUN)] = 4.0,
     scratch_dir: Annotated[str | None, typer.Option("--scratch-dir", help="Folder of that scratch copy (default: the "
                                                                           "store's; as large as the maps, deleted on "
-                                                                          "exit).")] = None,
+                                                                          "exit).", rich_help_panel=RUN)] = None,
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads while training (0: torch's default); "
-                                                                  "one "
-                                                                  "is usually fastest for these small batches.")] = 1,
-    store: Annotated[Path | None, typer.Option("--store", help="The table's store, when it moved or changed since the "
-                                                               "table was built.")] = None,
+                                                                  "one is usually fastest for these small batches.",
+                                         rich_help_panel=RUN)] = 1,
     seed: Seed = 0,
     device: Device = "auto",
     out: Out = None,
@@ -115,7 +125,7 @@ def augment_finetune_cmd(
                          scratch_dir=scratch_dir)
         cfg = FinetuneConfig(augment=augment, classifier=classifier, iterations=iterations, lr=lr,
                              schedule=schedule, momentum=momentum, weight_decay=weight_decay, batches=batches,
-                             margin=margin, scale=scale, tau=parse_tau(tau), ncm_metric=ncm_metric,
+                             margin=margin, scale=scale, tau=_finetune_tau(tau), ncm_metric=ncm_metric,
                              method_options=parse_method_options(method_option or []), seed=seed, run=how)
         return augment_finetune(source, cfg, out=out, force=force, store=store)
 

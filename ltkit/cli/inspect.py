@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from ltkit import console
 from ltkit.cli import app
-from ltkit.cli.common import Debug, Quiet, emit_json, run_stage
-from ltkit.store import describe, open_store
+from ltkit.cli.common import Debug, Json, Quiet, emit_json, run_stage
+from ltkit.cli.helpstyle import stage
 
 ROWS_SHOWN = 30  # class rows printed at each end of the table when there are more than twice this
 
@@ -20,6 +16,12 @@ ROWS_SHOWN = 30  # class rows printed at each end of the table when there are mo
 def render(info: dict[str, Any]) -> None:
     """The human summary, on stderr. Paths, names and provenance come from the file: they are
     printed as text (escaped), never read as rich markup."""
+    import numpy as np
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ltkit import console
+
     out = console.console
     size = info["size_bytes"]
     out.print(f"[bold]{escape(info['path'])}[/bold]  ltkit feature store v{info['schema_version']}, "
@@ -55,16 +57,17 @@ def render(info: dict[str, Any]) -> None:
                      f"created {p['created']}"), soft_wrap=True)
 
 
-@app.command("inspect")
+@stage(app, "inspect", example=["ltkit inspect runs/ce.h5", "ltkit inspect runs/ce.h5 --json --quiet > ce.json"])
 def inspect_cmd(
     store: Annotated[str, typer.Argument(help="Feature store (.h5), or - to read its path from stdin.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Also print the summary as JSON on stdout.")] = False,
+    as_json: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Summarise a feature store on stderr: splits, shapes, dtypes, per-class counts
     (many / medium / few), provenance, size on disk."""
     from ltkit.artifacts import resolve_input
+    from ltkit.store import describe, open_store
 
     def run() -> dict[str, Any]:
         with open_store(resolve_input(store)) as st:

@@ -7,15 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ltkit.augment import TAU_G, TAU_S
+from ltkit import choices
+from ltkit.choices import TAU_G, TAU_S
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Force, Quiet, Seed, emit_path, run_stage
-from ltkit.feature_plots import FeaturePlotConfig, plot_features
+from ltkit.cli.helpstyle import choice, stage
 
 
-@app.command("plot-features", help="PCA view of pooled features of chosen classes, beside their "
-             "class-specific (CAM > tau_s) and class-generic (CAM < tau_g) location vectors "
-             "(the paper's figure 4). stdout: the PNG's path.")
+@stage(app, "plot-features", help="PCA view of pooled features of chosen classes, beside their "
+       "class-specific (CAM > tau_s) and class-generic (CAM < tau_g) location vectors "
+       "(the paper's figure 4). stdout: the PNG's path.", example=[
+           "ltkit plot-features runs/ce.h5 --classes Shirt,T-shirt/top,Pullover -o shirts.png"])
 def plot_features_cmd(
     store: str = typer.Argument(..., help="Feature store, or - to read its path from stdin."),
     out: Annotated[Path | None, typer.Option(
@@ -23,8 +25,8 @@ def plot_features_cmd(
     classes: Annotated[str | None, typer.Option(
         "--classes", help="Comma-separated class names or indices (default: the 2 largest and 2 smallest "
                           "classes).")] = None,
-    split: Annotated[str, typer.Option(
-        "--split", help="Store split whose images are drawn (maps are kept for train by default).")] = "train",
+    split: Annotated[str, choice("--split", "Store split whose images are drawn", choices.STORE_SPLITS,
+                                 note="Maps are kept for train by default.")] = "train",
     per_class: Annotated[int, typer.Option("--per-class", help="Images drawn per class.")] = 60,
     vectors: Annotated[int, typer.Option(
         "--vectors", help="Location vectors shown per class and kind, at most.")] = 300,
@@ -37,6 +39,8 @@ def plot_features_cmd(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
+    from ltkit.feature_plots import FeaturePlotConfig, plot_features
+
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     cfg = FeaturePlotConfig(classes=names, split=split, per_class=per_class, vectors=vectors,
                             tau_s=tau_s, tau_g=tau_g, seed=seed, normalize=normalize)

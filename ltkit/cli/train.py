@@ -7,42 +7,48 @@ from typing import Annotated
 
 import typer
 
+from ltkit import choices
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, Workers, emit_path, parse_int_list, run_stage
-from ltkit.data import DATASETS, DatasetSpec
-from ltkit.losses import LOSSES
-from ltkit.models import MODELS
-from ltkit.samplers import SAMPLERS
+from ltkit.cli.helpstyle import DATA, LOSS, MODEL, OPTIMISER, RSG, RUN, SAMPLER, SCL, choice, stage
 
-# Data options, shared with `extract` (which may override the checkpoint's data set).
-DataName = Annotated[str, typer.Option("--data", help=f"Data set: {', '.join(DATASETS.names())}.")]
+# Data options.
+DataName = Annotated[str, choice("--data", "Data set", choices.DATASETS, panel=DATA)]
 Root = Annotated[str | None, typer.Option(
-    "--root", help="Data folder (fashion-mnist-lt default: /usr/share/datasets/fashion-mnist).")]
+    "--root", help="Data folder (fashion-mnist-lt default: /usr/share/datasets/fashion-mnist).", rich_help_panel=DATA)]
 Imbalance = Annotated[float, typer.Option(
-    "--imbalance", help="Imbalance factor n_max / n_min (>= 1; 1 = the full balanced set).")]
-Profile = Annotated[str, typer.Option("--profile", help="Long-tail profile: exp (LDAM-DRW) or step.")]
+    "--imbalance", help="Imbalance factor n_max / n_min (>= 1; 1 = the full balanced set).", rich_help_panel=DATA)]
+Profile = Annotated[str, choice("--profile", "Long-tail profile", choices.PROFILES, panel=DATA,
+                                note="exp: LDAM-DRW's exponential decay; step: two levels.")]
 Counts = Annotated[str | None, typer.Option(
-    "--counts", help="Explicit per-class training counts, e.g. 4000,2000,...; overrides --imbalance/--profile.")]
+    "--counts", help="Explicit per-class training counts, e.g. 4000,2000,...; overrides --imbalance/--profile.",
+    rich_help_panel=DATA)]
 ValPerClass = Annotated[int, typer.Option(
-    "--val-per-class", min=0, help="Validation images per class, never trained on (0: none).")]
+    "--val-per-class", min=0, help="Validation images per class, never trained on (0: none).", rich_help_panel=DATA)]
 BoundPerClass = Annotated[int, typer.Option(
     "--bound-per-class", min=0, help="Balanced 'bound' images per class held out of training like validation, for the "
-                                     "classification bound (0: none).")]
+                                     "classification bound (0: none).", rich_help_panel=DATA)]
 Download = Annotated[bool, typer.Option(
-    "--download", help="Fetch CIFAR / Fashion-MNIST into --root first (needs the network).")]
+    "--download", help="Fetch CIFAR / Fashion-MNIST into --root first (needs the network).", rich_help_panel=DATA)]
 TrainList = Annotated[str | None, typer.Option(
-    "--train-list", help="imagefolder: list file 'relative/path label' per line (ImageNet-LT format).")]
+    "--train-list", help="imagefolder: list file 'relative/path label' per line (ImageNet-LT format).",
+    rich_help_panel=DATA)]
 ValList = Annotated[str | None, typer.Option(
-    "--val-list", help="imagefolder: the data set's own validation list file.")]
-TestList = Annotated[str | None, typer.Option("--test-list", help="imagefolder: test list file.")]
+    "--val-list", help="imagefolder: the data set's own validation list file.", rich_help_panel=DATA)]
+TestList = Annotated[str | None, typer.Option("--test-list", help="imagefolder: test list file.", rich_help_panel=DATA)]
 ImageSize = Annotated[int | None, typer.Option(
-    "--image-size", help="Image side in pixels (default: the data set's native size; imagefolder 224).")]
-NumClasses = Annotated[int, typer.Option("--num-classes", help="synthetic only: number of classes.")]
-NMax = Annotated[int, typer.Option("--n-max", help="synthetic only: images per class before the long-tail profile.")]
+    "--image-size", help="Image side in pixels (default: the data set's native size; imagefolder 224).",
+    rich_help_panel=DATA)]
+NumClasses = Annotated[int, typer.Option("--num-classes", help="synthetic only: number of classes.",
+                                         rich_help_panel=DATA)]
+NMax = Annotated[int, typer.Option("--n-max", help="synthetic only: images per class before the long-tail profile.",
+                                   rich_help_panel=DATA)]
 
 
 def make_spec(data: str, root, imbalance, profile, counts, val_per_class, download, train_list,
-              val_list, test_list, image_size, num_classes, n_max, bound_per_class=0) -> DatasetSpec:
+              val_list, test_list, image_size, num_classes, n_max, bound_per_class=0):
+    from ltkit.data import DatasetSpec
+
     return DatasetSpec(name=data, root=root, imbalance=imbalance, profile=profile,
                        counts=parse_int_list(counts, "--counts"), val_per_class=val_per_class,
                        bound_per_class=bound_per_class,
@@ -51,7 +57,9 @@ def make_spec(data: str, root, imbalance, profile, counts, val_per_class, downlo
                        n_max=n_max)
 
 
-@app.command("train-backbone")
+@stage(app, "train-backbone", example=[
+    "ltkit train-backbone --data fashion-mnist-lt --imbalance 100 --epochs 30 -o runs/ce.pt",
+    "ltkit train-backbone --loss ldam --drw-epoch 24 --scl-weight 0.1 --rsg -o runs/ldam-scl-rsg.pt"])
 def train_backbone_cmd(
     data: DataName = "fashion-mnist-lt",
     root: Root = None,
@@ -67,65 +75,82 @@ def train_backbone_cmd(
     image_size: ImageSize = None,
     num_classes: NumClasses = 10,
     n_max: NMax = 200,
-    arch: Annotated[str, typer.Option(
-        "--arch", help=f"Backbone: {', '.join(MODELS.names())}, or timm/NAME (any timm CNN; pip install "
-                       "'ltkit[timm]').")] = "resnet32",
-    head: Annotated[str, typer.Option(
-        "--head", help="Classifier head: linear, cosine, or auto (cosine for ldam).")] = "auto",
+    arch: Annotated[str, choice("--arch", "Backbone", choices.BACKBONES, panel=MODEL, extra=["timm/NAME"],
+                                note="timm/NAME: any timm CNN (pip install 'ltkit[timm]').")] = "resnet32",
+    head: Annotated[str, choice("--head", "Classifier head", choices.HEADS, panel=MODEL, extra=["auto"],
+                                note="auto: cosine for ldam, else linear.")] = "auto",
     pretrained: Annotated[str | None, typer.Option(
         "--pretrained", help="Local weights file to start a torchvision or timm backbone from (never "
-                             "downloaded).")] = None,
-    loss: Annotated[str, typer.Option("--loss", help=f"Loss: {', '.join(LOSSES.names())}.")] = "ce",
-    focal_gamma: Annotated[float, typer.Option("--focal-gamma", help="focal: gamma (>= 0).")] = 1.0,
-    cb_beta: Annotated[float, typer.Option("--cb-beta", help="cb: beta of the effective number, in [0, 1).")] = 0.9999,
-    ldam_max_m: Annotated[float, typer.Option("--ldam-max-m", help="ldam: margin of the rarest class.")] = 0.5,
-    ldam_s: Annotated[float, typer.Option("--ldam-s", help="ldam: logit scale.")] = 30.0,
-    la_tau: Annotated[float, typer.Option("--la-tau", help="balanced-softmax / logit adjustment: tau.")] = 1.0,
+                             "downloaded).", rich_help_panel=MODEL)] = None,
+    loss: Annotated[str, choice("--loss", "Loss", choices.LOSSES, panel=LOSS)] = "ce",
+    focal_gamma: Annotated[float, typer.Option("--focal-gamma", help="focal: gamma (>= 0).", rich_help_panel=LOSS)
+                           ] = 1.0,
+    cb_beta: Annotated[float, typer.Option("--cb-beta", help="cb: beta of the effective number, in [0, 1).",
+                                           rich_help_panel=LOSS)] = 0.9999,
+    ldam_max_m: Annotated[float, typer.Option("--ldam-max-m", help="ldam: margin of the rarest class.",
+                                              rich_help_panel=LOSS)] = 0.5,
+    ldam_s: Annotated[float, typer.Option("--ldam-s", help="ldam: logit scale.", rich_help_panel=LOSS)] = 30.0,
+    la_tau: Annotated[float, typer.Option("--la-tau", help="balanced-softmax / logit-adjust: the prior's weight "
+                                                           "(not --tau, the tau-normalisation exponent).",
+                                          rich_help_panel=LOSS)] = 1.0,
     drw_epoch: Annotated[int | None, typer.Option(
-        "--drw-epoch", help="Deferred re-weighting from this epoch on (0-based; default off).")] = None,
+        "--drw-epoch", help="Deferred re-weighting from this epoch on (0-based; default off).",
+        rich_help_panel=LOSS)] = None,
     augment: Annotated[bool, typer.Option(
-        "--augment/--no-augment", help="Train-time augmentation (random crop, flip, ...).")] = True,
-    sampler: Annotated[str, typer.Option("--sampler", help=f"Sampler: {', '.join(SAMPLERS.names())}.")] = "instance",
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 128,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (SGD).")] = 0.1,
-    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.")] = 5e-4,
-    schedule: Annotated[str, typer.Option(
-        "--schedule", help="Learning-rate schedule after warm-up: cosine or step.")] = "cosine",
+        "--augment/--no-augment", help="Train-time augmentation (random crop, flip, ...).", rich_help_panel=DATA)
+    ] = True,
+    sampler: Annotated[str, choice("--sampler", "Sampler", choices.SAMPLERS, panel=SAMPLER)] = "instance",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.", rich_help_panel=OPTIMISER)] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.", rich_help_panel=OPTIMISER)] = 128,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (SGD).", rich_help_panel=OPTIMISER)] = 0.1,
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=OPTIMISER)] = 0.9,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.", rich_help_panel=OPTIMISER)
+                            ] = 5e-4,
+    schedule: Annotated[str, choice("--schedule", "Learning-rate schedule after warm-up", choices.TRAIN_SCHEDULES,
+                                    panel=OPTIMISER)] = "cosine",
     milestones: Annotated[str | None, typer.Option(
-        "--milestones", help="step: epochs where the rate drops x0.1 (default 80%,90% of --epochs).")] = None,
-    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up epochs.")] = 1,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16 when supported).")] = True,
+        "--milestones", help="step: epochs where the rate drops x0.1 (default 80%,90% of --epochs).",
+        rich_help_panel=OPTIMISER)] = None,
+    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up epochs.",
+                                               rich_help_panel=OPTIMISER)] = 1,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16 when supported).",
+                                      rich_help_panel=RUN)] = True,
     eval_every: Annotated[int, typer.Option(
         "--eval-every", min=0, help="Report balanced validation accuracy every N epochs (0: only at the end; "
-                                    "the test split is measured by ltkit evaluate).")] = 0,
+                                    "the test split is measured by ltkit evaluate).", rich_help_panel=RUN)] = 0,
     scl_weight: Annotated[float, typer.Option(
         "--scl-weight", help="Supervised contrastive (SupCon) term of this weight added to the loss, on two views per "
-                             "image (0: off).")] = 0.0,
-    scl_temperature: Annotated[float, typer.Option("--scl-temperature", help="SCL: SupCon temperature.")] = 0.07,
+                             "image (0: off).", rich_help_panel=SCL)] = 0.0,
+    scl_temperature: Annotated[float, typer.Option("--scl-temperature", help="SCL: SupCon temperature.",
+                                                   rich_help_panel=SCL)] = 0.07,
     scl_dim: Annotated[int, typer.Option(
-        "--scl-dim", help="SCL: output size of the projection head (training only).")] = 128,
+        "--scl-dim", help="SCL: output size of the projection head (training only).", rich_help_panel=SCL)] = 128,
     rsg: Annotated[bool, typer.Option(
-        "--rsg/--no-rsg", help="Rare-class sample generator (RSG) during training; not in the checkpoint.")] = False,
-    rsg_centers: Annotated[int, typer.Option("--rsg-centers", help="RSG: centres per class.")] = 15,
+        "--rsg/--no-rsg", help="Rare-class sample generator (RSG) during training; not in the checkpoint.",
+        rich_help_panel=RSG)] = False,
+    rsg_centers: Annotated[int, typer.Option("--rsg-centers", help="RSG: centres per class.", rich_help_panel=RSG)
+                           ] = 15,
     rsg_stage: Annotated[int | None, typer.Option(
-        "--rsg-stage", help="RSG: the residual stage it follows (default: the second-to-last).")] = None,
+        "--rsg-stage", help="RSG: the residual stage it follows (default: the second-to-last).", rich_help_panel=RSG)
+    ] = None,
     rsg_head_ratio: Annotated[float, typer.Option(
-        "--rsg-head-ratio", help="RSG: fraction of classes, most images first, taken as head.")] = 0.2,
-    rsg_dim: Annotated[int, typer.Option("--rsg-dim", help="RSG: width of its contrastive module.")] = 256,
+        "--rsg-head-ratio", help="RSG: fraction of classes, most images first, taken as head.", rich_help_panel=RSG)
+    ] = 0.2,
+    rsg_dim: Annotated[int, typer.Option("--rsg-dim", help="RSG: width of its contrastive module.",
+                                         rich_help_panel=RSG)] = 256,
     rsg_strength: Annotated[float, typer.Option(
-        "--rsg-strength", help="RSG: transfer strength (generated ~ strength x head samples per batch).")] = 1.0,
+        "--rsg-strength", help="RSG: transfer strength (generated ~ strength x head samples per batch).",
+        rich_help_panel=RSG)] = 1.0,
     rsg_cesc_weight: Annotated[float, typer.Option(
-        "--rsg-cesc-weight", help="RSG: weight of the centre-estimation loss.")] = 0.1,
+        "--rsg-cesc-weight", help="RSG: weight of the centre-estimation loss.", rich_help_panel=RSG)] = 0.1,
     rsg_mv_weight: Annotated[float, typer.Option(
-        "--rsg-mv-weight", help="RSG: weight of the maximized-vector loss.")] = 0.01,
+        "--rsg-mv-weight", help="RSG: weight of the maximized-vector loss.", rich_help_panel=RSG)] = 0.01,
     rsg_epoch: Annotated[int | None, typer.Option(
         "--rsg-epoch", help="RSG: first epoch that generates samples (0-based; default --drw-epoch, else 80% of "
-                            "--epochs).")] = None,
+                            "--epochs).", rich_help_panel=RSG)] = None,
     resume: Annotated[bool, typer.Option(
         "--resume/--no-resume", help="Continue an interrupted run of the same options from OUT.partial (default), or "
-                                     "start over.")] = True,
+                                     "start over.", rich_help_panel=RUN)] = True,
     seed: Seed = 0,
     device: Device = "auto",
     workers: Workers = 0,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ltkit import choices
 from ltkit.data.datasets import Pool
 from ltkit.data.spec import DatasetSpec
 from ltkit.errors import DataError
@@ -35,7 +36,7 @@ class SourceData:
     flip: bool = True  # random horizontal flips at train time
 
 
-DATASETS: Registry[Callable[[DatasetSpec], SourceData]] = Registry("data set")
+DATASETS: Registry[Callable[[DatasetSpec], SourceData]] = Registry("data set", declared=choices.DATASETS)
 
 
 def existing_root(spec: DatasetSpec, how_to_get: str) -> Path:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch.utils.data import Dataset
 
+from ltkit import choices
 from ltkit.errors import ConfigError
 
-PROFILES = ("exp", "step")
+PROFILES = choices.PROFILES
 BRIEF = 5  # items a message lists before "and N more": every error stays one short line
 
 

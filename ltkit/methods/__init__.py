@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ltkit import choices
 from ltkit.errors import ConfigError
 from ltkit.registry import Registry
 
@@ -84,7 +85,7 @@ class TrainingFreeMethod(Method):
         return self.name
 
 
-CLASSIFIERS: Registry[type[Method]] = Registry("classifier")
+CLASSIFIERS: Registry[type[Method]] = Registry("classifier", declared=choices.CLASSIFIERS)
 
 
 def get_method(name: str) -> Method:

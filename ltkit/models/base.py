@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltkit import choices
 from ltkit.errors import ConfigError
 from ltkit.registry import Registry
 
-MODELS: Registry = Registry("backbone")  # name -> factory(num_classes, in_channels, head)
-HEADS: Registry = Registry("head")  # name -> factory(in_features, num_classes)
+MODELS: Registry = Registry("backbone", declared=choices.BACKBONES)  # name -> factory(num_classes, in_channels, head)
+HEADS: Registry = Registry("head", declared=choices.HEADS)  # name -> factory(in_features, num_classes)
 
 
 class NormedLinear(nn.Module):

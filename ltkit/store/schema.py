@@ -16,11 +16,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ltkit import choices
+
 SCHEMA = "ltkit-feature-store"
 SCHEMA_VERSION = 1
-SPLITS = ("train", "val", "test", "bound")  # top-level splits; train and test are required
+SPLITS = choices.STORE_SPLITS  # top-level splits; train and test are required
 VIEWS = "train/views"  # augmented training views: a split of V * N rows, view-major
-COMPRESSIONS = ("none", "lzf", "gzip")
+COMPRESSIONS = choices.COMPRESSIONS
 JSON_ATTRS = ("dataset", "options", "lineage")  # root attributes stored as JSON text
 REQUIRED_ATTRS = ("schema", "schema_version", "complete", "class_names", "train_counts",
                   "num_classes", "feature_shape", "arch", "layer", "head", "dataset",
