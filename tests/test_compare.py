@@ -130,3 +130,25 @@ def test_cli_compare_refuses_foreign_json(tmp_path):
     bad.write_text('{"hello": 1}')
     res = CliRunner().invoke(app, ["compare", str(bad)])
     assert res.exit_code == 2 and "not an ltkit evaluation" in res.stderr and res.stdout == ""
+
+
+def test_json_format_has_the_table_values():
+    out = json.loads(render(compare_rows(RUNS), "json"))
+    assert out["columns"] == ["overall", "many", "medium", "few", "tail", "balanced"]
+    b = out["runs"][1]
+    assert b["run"] == "b.pt" and b["accuracy"]["overall"] == 0.60 and b["accuracy"]["few"] is None
+    assert b["delta"]["overall"] == pytest.approx(0.10) and b["delta"]["tail"] is None
+    assert b["best"] == ["overall", "medium", "tail", "balanced"]
+
+
+def test_cli_format_json_and_json_are_one_output(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(RUNS[0]))
+    runner = CliRunner()
+    by_format = runner.invoke(app, ["compare", str(path), "--format", "json"])
+    by_flag = runner.invoke(app, ["compare", str(path), "--json"])
+    assert by_format.exit_code == by_flag.exit_code == 0, by_format.stderr
+    assert json.loads(by_format.stdout) == json.loads(by_flag.stdout)
+    assert json.loads(by_flag.stdout)["runs"][0]["run"] == "a"
+    clash = runner.invoke(app, ["compare", str(path), "--json", "--format", "csv"])
+    assert clash.exit_code == 2 and clash.stderr.startswith("error: --json prints JSON")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -151,3 +152,16 @@ def test_cli_default_path_and_bad_ratio(tmp_path):
     bad = run_cli("confusing-classes", str(store), "--head-ratio", "0.999", "--force")
     assert bad.exit_code == 2 and "every class in the head" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_json_prints_the_table_itself(store_path, tmp_path):
+    out = tmp_path / "j.table.pt"
+    result = run_cli("confusing-classes", str(store_path), "--out", str(out), "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    table = load_table(out)
+    assert data["path"] == str(out) and data["head_ratio"] == table.head_ratio
+    assert [t["class"] for t in data["tail"]] == [table.class_names[c] for c in table.tail_classes.tolist()]
+    first = data["tail"][0]["confusing"]
+    assert [c["class"] for c in first] == [table.class_names[u] for u in table.confusing[0].tolist()]
+    assert first[0]["score"] == pytest.approx(float(table.scores[0, 0]))
