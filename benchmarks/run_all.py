@@ -7,7 +7,8 @@ Figures (ratios are the claims; absolute times depend on the machine and are inf
   (`bench_store.py`);
 - FSA vectorised vs a literal Algorithm 1, fine-tuning iterations/s (`bench_fsa.py`);
 - a store larger than memory: peak resident memory of fine-tune / evaluate / confusing-classes,
-  streamed vs in-memory fine-tuning throughput (`bench_bigstore.py`; CPU only, ~4 GiB of disk).
+  streamed vs in-memory fine-tuning throughput (`bench_bigstore.py`; CPU only, ~4 GiB of disk);
+- `ltkit --help` / `--version` against `python -c "import torch"`, side by side (`bench_cli.py`).
 
 ``--quick`` runs every benchmark on tiny sizes (seconds: a smoke run, its figures mean
 nothing). The page records the machine it ran on and says so when the machine was busy.
@@ -34,7 +35,7 @@ sys.path.insert(0, str(HERE))  # the sibling benchmark modules
 BUSY_LOAD = 1.5  # load average above which the page warns that timings are noisy
 
 # Keyword arguments of each benchmark's run(); FULL: their defaults.
-FULL: dict[str, dict[str, Any]] = {"store": {}, "fsa": {}, "bigstore": {}}
+FULL: dict[str, dict[str, Any]] = {"store": {}, "fsa": {}, "bigstore": {}, "cli": {}}
 QUICK: dict[str, dict[str, Any]] = {
     "store": {"train_per_class": 10, "image_size": 8, "batch_size": 64, "read_rows": 256,
               "read_channels": 8, "read_side": 4, "block": 64, "repeats": 1},
@@ -43,6 +44,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "bigstore": {"rows": 300, "small_rows": 200, "channels": 16, "side": 4, "num_classes": 10,
                  "test_rows": 100, "iterations": 3, "rounds": 1, "resident_mib": 0.1,
                  "min_free_gib": 0.0},
+    "cli": {"repeats": 1},
 }
 
 
@@ -71,6 +73,9 @@ CLAIMS = (
     Figure("big store: evaluate peak RSS", "bigstore", "evaluate_peak_rss_bytes", "GB", ("<", 1.5e9)),
     Figure("big store: confusing-classes peak RSS", "bigstore", "confusing_peak_rss_bytes", "GB",
            ("<", 1.5e9)),
+    Figure("ltkit --help / python -c 'import torch'", "cli", "help_vs_torch", "x", ("<=", 0.25)),
+    Figure("ltkit train-backbone --help / import torch", "cli", "stage_help_vs_torch", "x", ("<=", 0.25)),
+    Figure("ltkit --version / import torch", "cli", "version_vs_torch", "x", ("<=", 0.25)),
 )
 ABSOLUTE = (
     Figure("extract, wall time", "store", "extract_seconds", "s"),
@@ -91,6 +96,8 @@ ABSOLUTE = (
     Figure("big store: in-memory fine-tune peak RSS", "bigstore", "in_memory.peak_rss_bytes", "GB"),
     Figure("python + torch + ltkit imported, RSS", "bigstore", "streamed.rss_after_imports_bytes", "GB"),
     Figure("big store: bank load, streamed", "bigstore", "streamed.load_seconds", "s"),
+    Figure("ltkit --help, wall time (median)", "cli", "seconds.help", "s"),
+    Figure("python -c 'import torch', wall time (median)", "cli", "seconds.import_torch", "s"),
 )
 OPS: dict[str, Callable[[float, float], bool]] = {"<": float.__lt__, "<=": float.__le__, ">=": float.__ge__}
 
@@ -168,6 +175,7 @@ def run_benchmarks(*, quick: bool, skip_bigstore: bool, device: str, workdir: st
                    log: Callable[[str], None]) -> dict[str, Any]:
     """Each benchmark's result dict, or the error it raised (a string); absent when skipped."""
     import bench_bigstore
+    import bench_cli
     import bench_fsa
     import bench_store
 
@@ -176,7 +184,8 @@ def run_benchmarks(*, quick: bool, skip_bigstore: bool, device: str, workdir: st
         Path(workdir).mkdir(parents=True, exist_ok=True)
     jobs = {"store": lambda: bench_store.run(device=device, workdir=workdir, **sizes["store"]),
             "fsa": lambda: bench_fsa.run(device=device, **sizes["fsa"]),
-            "bigstore": lambda: bench_bigstore.run(workdir=workdir, **sizes["bigstore"])}
+            "bigstore": lambda: bench_bigstore.run(workdir=workdir, **sizes["bigstore"]),
+            "cli": lambda: bench_cli.run(**sizes["cli"])}
     if skip_bigstore:
         del jobs["bigstore"]
     results: dict[str, Any] = {}
@@ -227,7 +236,7 @@ def markdown(results: dict[str, Any], info: dict[str, str], *, quick: bool, load
         args = ", ".join(f"{k}={v}" for k, v in settings[name].items()) or "defaults"
         lines.append(f"- `benchmarks/bench_{name}.py` ({args}): {state}")
     lines += ["", "Each benchmark runs on its own too (`python benchmarks/bench_store.py`, "
-              "`bench_fsa.py`, `bench_bigstore.py`) and prints its full result as JSON.", ""]
+              "`bench_fsa.py`, `bench_bigstore.py`, `bench_cli.py`) and prints its full result as JSON.", ""]
     return "\n".join(lines)
 
 
