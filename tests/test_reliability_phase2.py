@@ -181,9 +181,9 @@ def test_phase2_option_problems_are_one_line(work, tmp_path):
     before = snapshot(tmp_path)
     for args, needle in [
         (["augment-finetune", str(work["table"]), "--classifier", "tau-norm", "--tau", "foo",
-          "--out", str(tmp_path / "c.pt")], "--tau must be a number or auto, got 'foo'"),
+          "--out", str(tmp_path / "c.pt")], "--tau takes a number >= 0 (e.g. 1.0) or auto, got 'foo'"),
         (["augment-finetune", str(work["table"]), "--classifier", "tau-norm", "--tau", "nan",
-          "--out", str(tmp_path / "c.pt")], "--tau must be a finite number"),
+          "--out", str(tmp_path / "c.pt")], "--tau takes a number >= 0 (e.g. 1.0) or auto, got 'nan'"),
         (["evaluate", str(work["store"]), "--ece-bins", "10000000"], "--ece-bins 10000000: at most 1000"),
         (["confusing-classes", str(one)], "a store of one class has no tail"),
         (["augment-finetune", str(work["table"]), "--method-option", "alpha=1"], "has no such option"),
