@@ -48,3 +48,4 @@ TAU_G = 0.3
 # reading on validation by 3 points at IF 100 and 9 at IF 1000 (docs/phase2.md): with
 # instance draws a 6-image class is almost never in a batch.
 DRAW = "class"
+AUTO = "auto"  # augment-finetune --tau-s/--tau-g/--gamma-min/--tail-draw/--head-draw: chosen on validation

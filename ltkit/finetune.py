@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltkit import console, testhooks
+from ltkit import augment_auto, console, testhooks
 from ltkit.artifacts import (
     check_output,
     earlier_artifact,
@@ -42,7 +42,7 @@ from ltkit.artifacts import (
     resolve_input,
     reuse_existing,
 )
-from ltkit.augment import AUGMENTERS, check_augmenter, iter_batches, make_augmenter
+from ltkit.augment import AUGMENTERS, AUTO_FIXED, check_augmenter, iter_batches, make_augmenter
 from ltkit.augment.bank import FeatureBank, load_bank
 from ltkit.classifiers import FORMAT as CLASSIFIER_FORMAT
 from ltkit.classifiers import NCM_METRICS, TAU_GRID, Classifier, load_classifier, save_classifier  # noqa: F401
@@ -113,7 +113,8 @@ def cpu_threads(device: torch.device, threads: int) -> Iterator[None]:
 def finetune_classifier(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig, *,
                         val: tuple[torch.Tensor, torch.Tensor] | None = None
                         ) -> tuple[Classifier, list[dict[str, Any]]]:
-    """Train on the augmenter's batches; ``cfg`` resolved. Returns (classifier, history).
+    """Train on the augmenter's batches; ``cfg`` resolved, no ``auto`` option left (the stage
+    chooses those: `ltkit.augment_auto.choose`). Returns (classifier, history).
 
     Training-free methods (tau-norm, ncm) train nothing: `fit` makes them."""
     if not get_method(cfg.classifier).trains:
@@ -178,16 +179,18 @@ def sweep_on_val(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
                  val: tuple[torch.Tensor, torch.Tensor], **grid: list) -> list[dict[str, Any]]:
     """Train one classifier per combination of ``grid`` (flat option names -> values to
     try, e.g. ``tau_s=[0.3, 0.5, 0.7], tau_g=[0.3, 0.5]``) on one bank; return each
-    combination with its validation accuracy, best first. ``cfg`` must be resolved."""
+    combination with its validation accuracy, best first. ``cfg`` must be resolved; its
+    ``auto`` options outside ``grid`` take their fixed defaults (`AUTO_FIXED`)."""
     import itertools
 
     unknown = set(grid) - set(cfg.to_options()) - RUN_FIELDS
     if unknown:
         raise ConfigError(f"cannot sweep {', '.join(sorted(unknown))}: not a fine-tuning option")
     rows = []
+    unchosen = {name: AUTO_FIXED[name] for name in cfg.batches.auto_fields() if name not in grid}
     for values in itertools.product(*grid.values()):  # a loop over configurations
         point = dict(zip(grid, values))
-        trial = cfg.replace(**point)
+        trial = cfg.replace(**unchosen, **point)
         trial.validate()
         clf, _ = finetune_classifier(bank, phase1, trial)
         rows.append(point | {"val_acc": accuracy_on(clf, *val)})
@@ -216,20 +219,22 @@ def resolve_sources(source: str | Path, cfg: FinetuneConfig, store: str | Path |
 
 
 def fit(st, table: ConfusingTable | None, phase1: Classifier, cfg: FinetuneConfig,
-        device: torch.device, val) -> tuple[Classifier, list[dict[str, Any]], FinetuneConfig]:
-    """The classifier of a resolved ``cfg`` (what the method chose filled in), and its history."""
+        device: torch.device, val) -> tuple[Classifier, list[dict[str, Any]], FinetuneConfig, list[dict[str, Any]]]:
+    """(classifier, history, ``cfg`` with what was chosen filled in, the ``auto`` augmenter
+    settings tried on validation) of a resolved ``cfg``."""
     method = get_method(cfg.classifier)
     if not method.trains:
-        return method.make(FitInputs(st, phase1, cfg, device, val))
+        return (*method.make(FitInputs(st, phase1, cfg, device, val)), [])
     augmenter = AUGMENTERS.get(cfg.augment)
     check_augmenter(augmenter, cfg.batches)  # fail before loading any data
     bank = load_bank(st, table, device=device, spatial=augmenter.needs_spatial,
                      use_views=cfg.batches.use_views, resident_bytes=cfg.run.resident_gib * 2**30,
                      scratch_dir=cfg.run.scratch_dir)
+    cfg, tried = augment_auto.choose(bank, phase1, cfg, val, augment_auto.data_key(st.path, table))
     console.log(f"{method_name(cfg)}: {cfg.iterations} iterations of {cfg.batches.batch_size} on "
                 f"{device}, lr {cfg.lr} ({cfg.schedule}), {bank.num_views} view(s) per image")
     clf, history = finetune_classifier(bank, phase1, cfg, val=val)
-    return clf, history, cfg
+    return clf, history, cfg, tried
 
 
 def _request_differs(path: Path, request: dict[str, Any], parents: dict[str, Path]) -> str | None:
@@ -276,7 +281,7 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
             console.warn(f"--eval-every {cfg.run.eval_every}: {store_path} has no validation split, so "
                          "there is nothing to measure along the way (extract with validation images)")
         cfg = cfg.resolved(st.rows("train"), table.top if table is not None else 3)
-        clf, history, cfg = fit(st, table, phase1, cfg, device, val)
+        clf, history, cfg, tried = fit(st, table, phase1, cfg, device, val)
         identity = store_identity(st)
     if pending:  # nothing was refused: now the store's default table goes beside it
         save_table(table, table_path)
@@ -286,7 +291,8 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
         console.log(f"validation accuracy {summary['val_acc']:.4f} "
                     f"(Phase I {summary['phase1_val_acc']:.4f})")
     options = cfg.to_options() | {"run": dataclasses.asdict(cfg.run), "method": method_name(cfg),
-                                  "phase1_kind": phase1.kind, "request": request}
+                                  "phase1_kind": phase1.kind, "request": request} | \
+        ({"auto_choice": tried} if tried else {})
     lineage = make_lineage(parents, options, cfg.seed) | {"store_identity": identity}
     return save_classifier(out, clf.cpu(), method=method_name(cfg), lineage=lineage,
                            options=options | summary, history=history)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ltkit import choices, console
-from ltkit.augment import AUGMENTERS, AugmentConfig, nearest_balanced_batch
+from ltkit.augment import AUGMENTERS, AUTO, AUTO_FIXED, AugmentConfig, nearest_balanced_batch
 from ltkit.classifiers import NCM_METRICS
 from ltkit.errors import ConfigError
 from ltkit.methods import CLASSIFIERS, get_method
@@ -25,7 +25,8 @@ BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in
 
 
 def _stage_batches() -> AugmentConfig:
-    return AugmentConfig(batch_size=None, na=None)  # None: the method's default / the table's Nf
+    # None: the method's default / the table's Nf; AUTO: chosen on validation (ltkit.augment_auto)
+    return AugmentConfig(batch_size=None, na=None, **dict.fromkeys(AUTO_FIXED, AUTO))
 
 
 def _stage_run() -> RunOptions:
@@ -42,7 +43,8 @@ class FinetuneConfig:
     momentum: float = 0.9          # SGD momentum (the paper gives none; 0.9 as in Phase I)
     weight_decay: float = 5e-4     # SGD weight decay on the trained parameters
     batches: AugmentConfig = field(default_factory=_stage_batches)  # the augmenter's options;
-    #                                batch_size / na None: the method's batch, the table's Nf
+    #                                batch_size / na None: the method's batch, the table's Nf;
+    #                                tau_s, tau_g, gamma_min, draws auto: chosen on validation
     margin: float = 0.2            # cosine heads: additive angular margin m, radians, in [0, pi/2)
     scale: float = 16.0            # cosine logit scale s (a cosine Phase-I head keeps its own)
     tau: float | None = None       # tau-norm exponent; None: chosen on the validation split
@@ -96,8 +98,10 @@ class FinetuneConfig:
             batch = fitted
         iterations = self.iterations or (math.ceil(base["epochs"] * num_train / batch) if "epochs" in base
                                          else base["iterations"])
+        fixed = {} if getattr(augmenter, "auto_grid", ()) else \
+            {name: AUTO_FIXED[name] for name in self.batches.auto_fields()}  # nothing to choose among
         return dataclasses.replace(self, augment=self.augment_name(), iterations=iterations,
-                                   batches=dataclasses.replace(self.batches, batch_size=batch, na=na),
+                                   batches=dataclasses.replace(self.batches, batch_size=batch, na=na, **fixed),
                                    lr=self.lr or base["lr"], schedule=self.schedule or base["schedule"],
                                    method_options=method.options | self.method_options)
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from ltkit.augment import AUGMENTERS
+from ltkit.augment import AUGMENTERS, AUTO_FIXED
 from ltkit.augment.bank import load_bank
 from ltkit.classifiers import Classifier, load_classifier
 from ltkit.cli import app
@@ -130,7 +130,7 @@ def test_streamed_maps_give_the_same_classifier(table_path, tmp_path, scratch):
         kind = "MappedSpatial" if scratch else "StoreSpatial"
         assert type(streamed.spatial).__name__ == kind and resident.num_views == 3
         assert not list(tmp_path.iterdir())  # the scratch file is unlinked once mapped
-        cfg = Config(**FAST).resolved(st.rows("train"), 3)
+        cfg = Config(**FAST).resolved(st.rows("train"), 3).replace(**AUTO_FIXED)
         a, _ = finetune_classifier(resident, phase1, cfg)
         b, _ = finetune_classifier(streamed, phase1, cfg)
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
@@ -186,7 +186,7 @@ def test_threshold_sweep_on_one_bank(table_path):
         val = split_features(st, "val")
         cfg = Config(**FAST).resolved(st.rows("train"), 3)
         rows = sweep_on_val(bank, phase1, cfg, val, tau_s=[0.3, 0.7], tau_g=[0.4])
-        single, _ = finetune_classifier(bank, phase1, cfg.replace(tau_s=0.7, tau_g=0.4))
+        single, _ = finetune_classifier(bank, phase1, cfg.replace(**AUTO_FIXED | {"tau_s": 0.7, "tau_g": 0.4}))
     assert sorted((r["tau_s"], r["tau_g"]) for r in rows) == [(0.3, 0.4), (0.7, 0.4)]
     assert rows[0]["val_acc"] >= rows[1]["val_acc"]
     assert next(r for r in rows if r["tau_s"] == 0.7)["val_acc"] == accuracy_on(single, *val)

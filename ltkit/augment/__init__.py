@@ -31,15 +31,21 @@ from ltkit.registry import Registry
 
 # FSA's thresholds and how a batch draws its samples: why these values, in ltkit/choices.py.
 TAU_S, TAU_G, DRAW = choices.TAU_S, choices.TAU_G, choices.DRAW
+# An option given as AUTO is chosen by the stage on the validation split among the points of
+# the augmenter's ``auto_grid`` (`ltkit.augment_auto`); an augmenter without a grid takes
+# these fixed values for it.
+AUTO = choices.AUTO
+AUTO_FIXED = {"tau_s": TAU_S, "tau_g": TAU_G, "gamma_min": 0.0, "tail_draw": DRAW, "head_draw": DRAW}
 
 
 @dataclass
 class AugmentConfig:
     batch_size: int | None = 128   # samples per batch; fsa/cloud/none: 2 * Nt * (1 + Na) (None: the stage's)
     na: int | None = 3             # Na: augmented per real tail sample (paper: Na = Nf = 3; None: the table's Nf)
-    tau_s: float = TAU_S           # class-specific locations: CAM > tau_s (strict), in (0, 1)
-    tau_g: float = TAU_G           # class-generic locations: CAM < tau_g (strict), in (0, 1)
-    gamma_min: float = 0.0         # gamma ~ U(gamma_min, 1): share of class-specific vectors (paper: 0)
+    # The five below may also be AUTO ("auto": chosen on the validation split by the stage)
+    tau_s: float | str = TAU_S     # class-specific locations: CAM > tau_s (strict), in (0, 1)
+    tau_g: float | str = TAU_G     # class-generic locations: CAM < tau_g (strict), in (0, 1)
+    gamma_min: float | str = 0.0   # gamma ~ U(gamma_min, 1): share of class-specific vectors (paper: 0)
     tail_draw: str = DRAW          # instance: uniform over tail images; class: a tail class, then an image
     head_draw: str = DRAW          # the same for the head half of the batch
     use_views: bool = True         # draw a random stored view per image when the store has views
@@ -52,15 +58,22 @@ class AugmentConfig:
             raise ConfigError("--na must be at least 1")
         for name in ("tau_s", "tau_g"):
             value = getattr(self, name)
-            if not 0.0 < value < 1.0:  # NaN fails too
+            if value == AUTO:
+                continue
+            if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:  # NaN fails too
                 raise ConfigError(f"--{name.replace('_', '-')} must lie strictly between 0 and 1 "
                                   f"(CAMs are normalised to [0, 1]), got {value}")
-        if not 0.0 <= self.gamma_min < 1.0:
-            raise ConfigError(f"--gamma-min must lie in [0, 1), got {self.gamma_min}")
+        gamma = self.gamma_min
+        if gamma != AUTO and not (isinstance(gamma, (int, float)) and 0.0 <= gamma < 1.0):
+            raise ConfigError(f"--gamma-min must lie in [0, 1) (or be auto), got {self.gamma_min}")
         for name in ("tail_draw", "head_draw"):
-            if getattr(self, name) not in DRAWS:
+            if getattr(self, name) not in (*DRAWS, AUTO):
                 raise ConfigError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; "
-                                  f"valid: {', '.join(DRAWS)}")
+                                  f"valid: {', '.join(DRAWS)}, {AUTO}")
+
+    def auto_fields(self) -> list[str]:
+        """The options left AUTO (to be chosen on the validation split)."""
+        return [name for name in AUTO_FIXED if getattr(self, name) == AUTO]
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -72,6 +85,8 @@ class Augmenter(Protocol):
     needs_spatial: ClassVar[bool]   # draws location vectors and CAMs (the bank must hold them)
     needs_cosine: ClassVar[bool]    # its batches train a cosine classifier with an angular margin
     balanced_batches: ClassVar[bool]  # its batches are Algorithm 1's 2 * Nt * (1 + Na) samples
+    # optional: auto_grid: ClassVar[tuple[dict, ...]], the points (AugmentConfig fields ->
+    # values) an AUTO option is chosen among on the validation split; the first is the default
 
     def __init__(self, bank: FeatureBank, cfg: AugmentConfig) -> None: ...
 
@@ -141,6 +156,9 @@ def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig) -> Augmente
     """The registered augmenter ``name``, built on ``bank``."""
     cls = AUGMENTERS.get(name)
     cfg.validate()
+    if cfg.auto_fields():
+        raise ConfigError(f"augmenter {name!r}: {', '.join(cfg.auto_fields())} still auto; the stage chooses "
+                          "them on the validation split (ltkit.augment_auto.choose), or give values")
     check_augmenter(cls, cfg)
     if cls.needs_spatial and not bank.has_spatial:
         raise ConfigError(f"augmenter {name!r} needs the spatial feature maps and CAMs of the "
@@ -152,6 +170,6 @@ def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig) -> Augmente
 # Register the built-in augmenters (each module adds itself to AUGMENTERS on import).
 from ltkit.augment import balanced, cloud, fsa, none  # noqa: E402,F401
 
-__all__ = ["AUGMENTERS", "AugmentConfig", "Augmenter", "FeatureBank", "TensorSpatial",
+__all__ = ["AUGMENTERS", "AUTO", "AUTO_FIXED", "AugmentConfig", "Augmenter", "FeatureBank", "TensorSpatial",
            "bank_from_tensors", "balanced_tail_count", "check_augmenter", "nearest_balanced_batch",
            "make_augmenter"]

@@ -31,9 +31,11 @@ repetition) and gathers the vectors in one call.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
-from ltkit.augment import AUGMENTERS, AugmentConfig, FeatureBank, balanced_tail_count
+from ltkit.augment import AUGMENTERS, DRAW, TAU_G, TAU_S, AugmentConfig, FeatureBank, balanced_tail_count
 from ltkit.errors import ConfigError
 
 
@@ -83,11 +85,24 @@ class LocationTable:
         self.usable = torch.cat(usable).view(N, V)  # (N, V)
 
 
+def _auto_grid() -> tuple[dict, ...]:
+    """The points ``auto`` chooses among on validation (`ltkit.augment_auto`), default first:
+    two threshold pairs (the default, and a stricter one: fewer, surer specific locations,
+    only the least class-like generic ones) x three mixing ranges (the paper's U(0, 1); U(0.5,
+    1), mostly the tail image's own locations; U(0.9, 1), nearly the real tail feature: the
+    point that keeps FSA close to no augmentation where augmenting hurts), then the default
+    with instance draws (the literal reading of Algorithm 1)."""
+    points = tuple({"tau_s": s, "tau_g": g, "gamma_min": m, "tail_draw": DRAW, "head_draw": DRAW}
+                   for (s, g), m in itertools.product(((TAU_S, TAU_G), (0.7, 0.1)), (0.0, 0.5, 0.9)))
+    return points + ({**points[0], "tail_draw": "instance", "head_draw": "instance"},)
+
+
 @AUGMENTERS.register("fsa")
 class FeatureSpaceAugmenter:
     needs_spatial = True
     needs_cosine = False
     balanced_batches = True
+    auto_grid = _auto_grid()
 
     def __init__(self, bank: FeatureBank, cfg: AugmentConfig):
         if bank.spatial.num_locations < 2:  # nothing to mix: a draw would copy one image's vector

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ltkit import choices
-from ltkit.choices import DRAW, TAU_G, TAU_S
+from ltkit.choices import AUTO, DRAW
 from ltkit.cli import app
 from ltkit.cli.common import TAU_HELP, Debug, Device, Force, Out, Quiet, Seed, emit_path, parse_tau, run_stage
 from ltkit.cli.helpstyle import BATCHES, INPUT, METHOD, OPTIMISER, RUN, choice, completer, stage
@@ -19,6 +19,16 @@ def _finetune_tau(text: str) -> float | None:
     """FinetuneConfig's tau: an exponent, or None for auto (chosen on the validation split)."""
     value = parse_tau(text)
     return None if value in (None, "auto") else value
+
+
+def parse_auto(text: str, option: str) -> float | str:
+    """--tau-s and the like: a number, or auto (kept as the word)."""
+    if text == AUTO:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{option} must be a number or auto, got {text!r}") from None
 
 
 def parse_method_options(pairs: list[str]) -> dict[str, Any]:
@@ -78,17 +88,20 @@ def augment_finetune_cmd(
     na: Annotated[int | None, typer.Option("--na", help="Augmented samples per real tail sample (default: the table's "
                                                         "Nf, one per confusing class; fewer: drawn among the Nf).",
                                            rich_help_panel=BATCHES)] = None,
-    tau_s: Annotated[float, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s.",
-                                         rich_help_panel=BATCHES)] = TAU_S,
-    tau_g: Annotated[float, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g.",
-                                         rich_help_panel=BATCHES)] = TAU_G,
-    gamma_min: Annotated[float, typer.Option("--gamma-min", help="fsa: mixing ratio gamma ~ U(gamma_min, 1), the "
-                                                                 "share of class-specific vectors (paper: 0).",
-                                             rich_help_panel=BATCHES)] = 0.0,
-    tail_draw: Annotated[str, choice("--tail-draw", "Tail samples", choices.DRAWS, panel=BATCHES,
-                                     note="class: a tail class, then one of its images (chosen on validation); "
-                                          "instance: uniform over tail images.")] = DRAW,
-    head_draw: Annotated[str, choice("--head-draw", "Head samples", choices.DRAWS, panel=BATCHES)] = DRAW,
+    tau_s: Annotated[str, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s; auto: "
+                                                       "chosen on the validation split with the next four.",
+                                       rich_help_panel=BATCHES, autocompletion=completer([AUTO]))] = AUTO,
+    tau_g: Annotated[str, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g, or auto.",
+                                       rich_help_panel=BATCHES, autocompletion=completer([AUTO]))] = AUTO,
+    gamma_min: Annotated[str, typer.Option("--gamma-min", help="fsa: mixing ratio gamma ~ U(gamma_min, 1), the share "
+                                                               "of class-specific vectors (paper: 0), or auto.",
+                                           rich_help_panel=BATCHES, autocompletion=completer([AUTO]))] = AUTO,
+    tail_draw: Annotated[str, choice("--tail-draw", "Tail samples", choices.DRAWS, panel=BATCHES, extra=[AUTO],
+                                     note="class: a tail class, then one of its images; instance: uniform over "
+                                          f"tail images; auto: fsa chooses on validation, the others take {DRAW}.")
+                         ] = AUTO,
+    head_draw: Annotated[str, choice("--head-draw", "Head samples", choices.DRAWS, panel=BATCHES, extra=[AUTO])
+                         ] = AUTO,
     views: Annotated[bool, typer.Option("--views/--no-views", help="Draw a random stored train view per image when "
                                                                    "the store has views.", rich_help_panel=BATCHES)
                      ] = True,
@@ -119,7 +132,8 @@ def augment_finetune_cmd(
     from ltkit.runoptions import RunOptions
 
     def run() -> Path:
-        batches = AugmentConfig(batch_size=batch_size, na=na, tau_s=tau_s, tau_g=tau_g, gamma_min=gamma_min,
+        batches = AugmentConfig(batch_size=batch_size, na=na, tau_s=parse_auto(tau_s, "--tau-s"),
+                                tau_g=parse_auto(tau_g, "--tau-g"), gamma_min=parse_auto(gamma_min, "--gamma-min"),
                                 tail_draw=tail_draw, head_draw=head_draw, use_views=views)
         how = RunOptions(device=device, threads=threads, eval_every=eval_every, resident_gib=resident_gib,
                          scratch_dir=scratch_dir)
