@@ -36,8 +36,9 @@ _chosen: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}  # memo key
 def grid_points(cfg: FinetuneConfig) -> list[dict[str, Any]]:
     """The distinct values of ``cfg``'s ``auto`` options over its augmenter's grid, in grid order."""
     auto = cfg.batches.auto_fields()
+    grid = getattr(AUGMENTERS.get(cfg.augment), "auto_grid", ()) if auto else ()
     points: list[dict[str, Any]] = []
-    for point in () if not auto else getattr(AUGMENTERS.get(cfg.augment), "auto_grid", ()):
+    for point in grid:
         chosen = {name: point[name] for name in auto}
         if chosen not in points:
             points.append(chosen)

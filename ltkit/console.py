@@ -27,6 +27,17 @@ def is_quiet() -> bool:
     return _quiet
 
 
+@contextlib.contextmanager
+def quietly() -> Iterator[None]:
+    """Only warnings and errors inside (a stage run within another's progress bar), then as before."""
+    global _quiet
+    before, _quiet = _quiet, True
+    try:
+        yield
+    finally:
+        _quiet = before
+
+
 def log(message: str) -> None:
     """A line on stderr; the text is printed as it is (no rich markup: paths may hold '[')."""
     if not _quiet:

@@ -15,6 +15,7 @@ app = typer.Typer(
     help="Long-tailed image recognition: train a backbone once, cache what it sees in an HDF5 "
          "feature store, try tail-class remedies from the cache.\n\n"
          "Pipeline: train-backbone | extract - | confusing-classes - | augment-finetune - | evaluate -\n\n"
+         "Or, from a store: sweep - | evaluate - (every Phase-II method, chosen on validation).\n\n"
          "Every stage also takes --config FILE.toml (a [STAGE] table of long option names without "
          "dashes, e.g. batch-size = 64; command-line options win) and --print-config (print the "
          "resolved options as that table, and exit).",
@@ -38,7 +39,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 # Each module adds its command(s) to `app` on import, in the order `ltkit --help` lists them.
-from ltkit.cli import compare, confusing, evaluate, extract, finetune, inspect, plots, train  # noqa: E402,F401
+from ltkit.cli import compare, confusing, evaluate, extract, finetune, inspect, plots, sweep, train  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,40 @@
+"""``ltkit sweep``: every Phase-II method on one store, chosen on validation; the chosen classifier's path on stdout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ltkit.cli import app
+from ltkit.cli.common import Debug, Device, Force, Quiet, emit_path, run_stage
+
+
+@app.command("sweep")
+def sweep_cmd(
+    source: Annotated[str, typer.Argument(help="Feature store (its confusing-class table is built with the defaults, "
+                                               "in the sweep folder), a confusing-class table, or - to read the path "
+                                               "from stdin.")],
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Runs per trained method, seeds 0..N-1 (a training-free "
+                                                              "method runs once).")] = 3,
+    iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="SGD steps of every trained run "
+                                                                               "(default: each method's own "
+                                                                               "schedule).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="The sweep folder (default: STORE.sweep/ beside the input): "
+                                                           "every run, sweep.md, sweep.csv, sweep.json. An earlier "
+                                                           "sweep there is resumed.")] = None,
+    device: Device = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier sweep folder instead of resuming it "
+                                                        "(never any other folder).")] = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Run every Phase-II method that applies to the store (every classifier with its default
+    augmenter, every augmenter with cRT) for several seeds, each choosing its own options on
+    the validation split; compare them (mean ± std over seeds, val and test); print the path
+    of the classifier of the method best on validation (its first seed)."""
+    from ltkit.sweep import SweepConfig, sweep
+
+    emit_path(run_stage(lambda: sweep(source, SweepConfig(seeds=seeds, iterations=iterations, device=device),
+                                      out=out, force=force), quiet=quiet, debug=debug))

@@ -1,0 +1,196 @@
+"""`ltkit sweep`: every Phase-II method that applies to a store, over seeds, chosen on validation.
+
+Recipe: input (a store: its confusing-class table is built with the defaults, in the sweep
+folder; or a table; or ``-``) -> the plan (`plan`: read from the registries, so a new method
+or augmenter joins by being registered) -> for each method and seed one ordinary
+`augment_finetune` run and its evaluations on val and test -> the comparison (one row per
+method, mean ± std over seeds) -> the method of the best mean validation balanced accuracy
+(ties: the simpler, earlier one), whose first seed's classifier is the result.
+
+The plan: every classifier with its own default augmenter (``--augment auto``), and every
+augmenter with `PAIRED` (cRT's re-initialised head), less what `check_combination` refuses for
+this store's Phase-I head and what needs feature maps the store lacks; one run name, one row.
+Training-free methods come first (simplest), then the trained ones; a training-free method
+runs once (seed 0: nothing in it is random), a trained one once per seed. Each method chooses
+its own options on the validation split as it always does (tau-norm's and logit-adjust's
+tau, FSA's ``auto`` options): the sweep adds no choice of its own but the method.
+
+Every run is a file in ``OUT/runs/`` made by the stage that always makes it, so a rerun (or a
+sweep killed half-way) reuses every finished run and evaluation and makes only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ltkit import console, testhooks
+from ltkit.artifacts import resolve_input
+from ltkit.augment import AUGMENTERS
+from ltkit.confusing import ConfusingConfig, build_table, load_table, table_store_path
+from ltkit.errors import ConfigError
+from ltkit.evaluate import EvalConfig, evaluate
+from ltkit.evaluation_json import jsonable, load_evaluation
+from ltkit.finetune import augment_finetune
+from ltkit.finetune_config import FinetuneConfig, method_name
+from ltkit.methods import CLASSIFIERS, check_combination
+from ltkit.sweep_results import RUNS, MethodRow, as_json, choose, csv_text, markdown, prepare_folder
+
+PAIRED = "crt"  # every augmenter is also tried with this classifier (a fresh head: the batches alone decide)
+
+
+@dataclass
+class SweepConfig:
+    seeds: int = 3                 # runs per trained method: seeds 0 .. seeds-1
+    iterations: int | None = None  # SGD steps of every trained run; None: each method's own schedule
+    device: str = "auto"           # where runs train and are measured
+
+    def validate(self) -> None:
+        if self.seeds < 1:
+            raise ConfigError("--seeds must be at least 1")
+        if self.iterations is not None and self.iterations < 1:
+            raise ConfigError("--iterations must be at least 1")
+
+
+@dataclass
+class Planned:
+    method: str                # the run name: fsa, class-balanced-crt, ncm, ...
+    options: dict[str, Any]    # flat fine-tuning options (classifier, augment)
+    trains: bool
+
+
+def plan(phase1_kind: str, has_maps: bool) -> tuple[list[Planned], list[str]]:
+    """(the methods to run, simplest first; why each other candidate was left out)."""
+    candidates = [{"classifier": name} for name in CLASSIFIERS.names()]
+    candidates += [{"classifier": PAIRED, "augment": name} for name in AUGMENTERS.names()]
+    planned: list[Planned] = []
+    left_out: list[str] = []
+    for options in candidates:
+        cfg = FinetuneConfig.from_options(options)
+        name, augment = method_name(cfg), cfg.augment_name()
+        if any(p.method == name for p in planned):
+            continue  # e.g. crt with its own default augmenter, once
+        try:
+            check_combination(augment, cfg.classifier, phase1_kind)
+        except ConfigError as exc:
+            left_out.append(f"{name}: {exc}")
+            continue
+        if AUGMENTERS.get(augment).needs_spatial and not has_maps:
+            left_out.append(f"{name}: the store holds no training feature maps and CAMs")
+            continue
+        planned.append(Planned(name, options, CLASSIFIERS.get(cfg.classifier).trains))
+    return sorted(planned, key=lambda p: p.trains), left_out  # stable: registry order within
+
+
+def _inputs(source: str | Path) -> tuple[Path, Path | None]:
+    """(store, table or None) of a sweep input: a store or a confusing-class table."""
+    from ltkit.store import is_store
+
+    src = resolve_input(source)
+    if is_store(src):
+        return src, None
+    return table_store_path(load_table(src)), src
+
+
+def _store_facts(store_path: Path) -> tuple[str, bool]:
+    from ltkit.classifiers import Classifier
+    from ltkit.store import open_store
+
+    with open_store(store_path) as st:
+        if "val" not in st.splits:
+            raise ConfigError(f"{store_path} has no validation split: the sweep chooses every option and the "
+                              "method on it; extract with validation images (--val-per-class)")
+        has_maps = st.has("train", "features") and st.has("train", "cams")
+        return Classifier.from_store(st).kind, has_maps
+
+
+def _evaluation(source: Path, split: str, out: Path, table: Path, device: str) -> dict[str, Any]:
+    """The evaluation of ``source`` on ``split``, reused from ``out`` when that was written after
+    ``source`` (else measured and written there atomically)."""
+    if out.exists() and out.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+        result = load_evaluation(out)
+        if Path(result["source"]["path"]) == source.resolve():
+            return result
+    result = evaluate(source, EvalConfig(on=split, device=device), table=table).result
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
+    os.replace(tmp, out)
+    return result
+
+
+def sweep(source: str | Path, cfg: SweepConfig, *, out: str | Path | None = None, force: bool = False) -> Path:
+    """``ltkit sweep``: run the plan, write the comparison into the sweep folder (default:
+    ``STORE_STEM.sweep/`` beside the input) and return the chosen method's classifier path."""
+    cfg.validate()
+    store_path, table_path = _inputs(source)
+    folder = prepare_folder(out or (table_path or store_path).parent / f"{store_path.stem}.sweep", force,
+                            [p for p in (store_path, table_path) if p])
+    if table_path is None:
+        with console.quietly():
+            table_path = build_table(store_path, ConfusingConfig(), out=folder / "table.pt")
+    phase1_kind, has_maps = _store_facts(store_path)
+    planned, left_out = plan(phase1_kind, has_maps)
+    for reason in left_out:
+        console.log(f"left out {reason}")
+    rows = [MethodRow("phase1", {}, eligible=False)]
+    total = 1 + sum(cfg.seeds if p.trains else 1 for p in planned)
+    started = time.perf_counter()
+    console.log(f"sweep: {len(planned)} methods, {total} runs with the Phase-I reference, into {folder}")
+    with console.progress(total, "sweep", unit="run") as bar:
+        for split in ("val", "test"):
+            getattr(rows[0], split).append(_evaluation(store_path, split, folder / RUNS / f"phase1.{split}.json",
+                                                       table_path, cfg.device))
+        rows[0].classifiers.append(str(store_path))
+        bar.advance(1, method="phase1")
+        for p in planned:
+            row = MethodRow(p.method, p.options)
+            start = time.perf_counter()
+            try:
+                for seed in range(cfg.seeds if p.trains else 1):
+                    _one_run(p, seed, cfg, folder, table_path, row)
+                    bar.advance(1, method=p.method)
+                    testhooks.pause_at("sweep-run", sum(len(r.val) for r in rows) + len(row.val))
+            except ConfigError as exc:  # the method cannot work on this data (e.g. 1x1 maps for fsa)
+                console.warn(f"left out {p.method}: {exc}")
+                continue
+            row.seconds = time.perf_counter() - start
+            rows.append(row)
+            s = row.summary()
+            console.log(f"{p.method}: {len(row.val)} run(s) in {row.seconds:.1f} s; val balanced "
+                        f"{100 * s['val_balanced']['mean']:.2f} ± {100 * s['val_balanced']['std']:.2f} %")
+    if len(rows) < 2:
+        raise ConfigError("no Phase-II method applies to this store (see the lines above)")
+    chosen = choose(rows)
+    meta = {"store": str(store_path), "table": str(table_path), "seeds": list(range(cfg.seeds)),
+            "iterations": cfg.iterations, "left_out": left_out, "seconds": time.perf_counter() - started}
+    _write(folder, rows, chosen, meta)
+    console.log(f"sweep: {len(rows) - 1} methods in {meta['seconds']:.0f} s; chosen on validation: {chosen.method} "
+                f"(table in {folder / 'sweep.md'})")
+    return Path(chosen.classifiers[0])
+
+
+def _one_run(p: Planned, seed: int, cfg: SweepConfig, folder: Path, table_path: Path, row: MethodRow) -> None:
+    """One seed of one method: its classifier and its val / test evaluations (each reused when done)."""
+    base = folder / RUNS / f"{p.method}.seed{seed}"
+    options = p.options | {"seed": seed, "device": cfg.device}
+    if p.trains and cfg.iterations:
+        options["iterations"] = cfg.iterations
+    with console.quietly():
+        clf = augment_finetune(table_path, FinetuneConfig.from_options(options), out=base.with_name(base.name + ".pt"))
+        row.classifiers.append(str(clf))
+        for split in ("val", "test"):
+            getattr(row, split).append(_evaluation(clf, split, base.with_name(f"{base.name}.{split}.json"), table_path,
+                                                   cfg.device))
+
+
+def _write(folder: Path, rows: list[MethodRow], chosen: MethodRow, meta: dict[str, Any]) -> None:
+    texts = {"sweep.md": markdown(rows, chosen) + "\n", "sweep.csv": csv_text(rows, chosen) + "\n",
+             "sweep.json": json.dumps(as_json(rows, chosen, meta), indent=1, allow_nan=False) + "\n"}
+    for name, text in texts.items():
+        tmp = folder / RUNS / f"{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, folder / name)
