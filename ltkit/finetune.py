@@ -43,7 +43,7 @@ from ltkit.artifacts import (
     reuse_existing,
 )
 from ltkit.augment import AUGMENTERS, AUTO_FIXED, check_augmenter, iter_batches, make_augmenter
-from ltkit.augment.bank import FeatureBank, load_bank
+from ltkit.augment.bank import FeatureBank, load_bank, resident_bank  # noqa: F401 (load_bank: the API of before)
 from ltkit.classifiers import FORMAT as CLASSIFIER_FORMAT
 from ltkit.classifiers import NCM_METRICS, TAU_GRID, Classifier, load_classifier, save_classifier  # noqa: F401
 from ltkit.confusing import table_for_store, table_store_path
@@ -227,7 +227,7 @@ def fit(st, table: ConfusingTable | None, phase1: Classifier, cfg: FinetuneConfi
         return (*method.make(FitInputs(st, phase1, cfg, device, val)), [])
     augmenter = AUGMENTERS.get(cfg.augment)
     check_augmenter(augmenter, cfg.batches)  # fail before loading any data
-    bank = load_bank(st, table, device=device, spatial=augmenter.needs_spatial,
+    bank = resident_bank(st, table, device=device, spatial=augmenter.needs_spatial,
                      use_views=cfg.batches.use_views, resident_bytes=cfg.run.resident_gib * 2**30,
                      scratch_dir=cfg.run.scratch_dir)
     cfg, tried = augment_auto.choose(bank, phase1, cfg, val, augment_auto.data_key(st.path, table))

@@ -13,6 +13,7 @@ Draws are vectorised: a tail/head/class draw turns a vector of uniforms from the
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -259,3 +260,25 @@ def load_bank(store, table, *, device: torch.device, spatial: bool, use_views: b
                        tail_classes=as_long("tail_classes"), confusing=as_long("confusing"),
                        num_classes=len(store.class_names), cams=cams, nonzero=nonzero,
                        spatial=source)
+
+
+_last: dict[str, FeatureBank] = {}  # the last resident bank `resident_bank` built, by its key
+
+
+def resident_bank(store, table, *, device: torch.device, spatial: bool, **options) -> FeatureBank:
+    """`load_bank`, remembered for the next call on the same data with the same options when
+    the bank is resident (nothing of it reads the store later): runs one after another in a
+    process (a sweep, `ltkit.augment_auto`'s trials) load the maps once; a spatial bank also
+    serves a request without maps. The key holds the store's path, size and change time and
+    the table's split, so a changed store is read again."""
+    st = os.stat(store.path)
+    split = [] if table is None else [table.tail_classes.tolist(), table.confusing.tolist()]
+    key = json.dumps([str(store.path), st.st_size, st.st_mtime_ns, split, str(device), options], default=str)
+    cached = _last.get(key)
+    if cached is not None and (cached.spatial is not None or not spatial):
+        return cached
+    bank = load_bank(store, table, device=device, spatial=spatial, **options)
+    _last.clear()  # one bank at a time: the maps can be large
+    if bank.spatial is None or isinstance(bank.spatial, TensorSpatial):
+        _last[key] = bank
+    return bank
