@@ -9,6 +9,8 @@ Figures (ratios are the claims; absolute times depend on the machine and are inf
 - a store larger than memory: peak resident memory of fine-tune / evaluate / confusing-classes,
   streamed vs in-memory fine-tuning throughput (`bench_bigstore.py`; CPU only, ~4 GiB of disk);
 - `ltkit --help` / `--version` against `python -c "import torch"`, side by side (`bench_cli.py`).
+- `ltkit sweep` end to end, 3 seeds, on the real Fashion-MNIST-LT IF 100 store
+  (`bench_sweep.py`; LTKIT_SWEEP_STORE or runs/if100-ce/features.h5).
 
 ``--quick`` runs every benchmark on tiny sizes (seconds: a smoke run, its figures mean
 nothing). The page records the machine it ran on and says so when the machine was busy.
@@ -35,7 +37,7 @@ sys.path.insert(0, str(HERE))  # the sibling benchmark modules
 BUSY_LOAD = 1.5  # load average above which the page warns that timings are noisy
 
 # Keyword arguments of each benchmark's run(); FULL: their defaults.
-FULL: dict[str, dict[str, Any]] = {"store": {}, "fsa": {}, "bigstore": {}, "cli": {}}
+FULL: dict[str, dict[str, Any]] = {"store": {}, "fsa": {}, "bigstore": {}, "cli": {}, "sweep": {}}
 QUICK: dict[str, dict[str, Any]] = {
     "store": {"train_per_class": 10, "image_size": 8, "batch_size": 64, "read_rows": 256,
               "read_channels": 8, "read_side": 4, "block": 64, "repeats": 1},
@@ -45,13 +47,14 @@ QUICK: dict[str, dict[str, Any]] = {
                  "test_rows": 100, "iterations": 3, "rounds": 1, "resident_mib": 0.1,
                  "min_free_gib": 0.0},
     "cli": {"repeats": 1},
+    "sweep": {"store": None, "seeds": 2, "iterations": 20},
 }
 
 
 @dataclass(frozen=True)
 class Figure:
     label: str                 # the row's name on the page
-    bench: str                 # store | fsa | bigstore: the benchmark that measures it
+    bench: str                 # store | fsa | bigstore | sweep: the benchmark that measures it
     key: str                   # where in that benchmark's result, dots for nesting
     unit: str                  # x (a ratio), GB, B, it/s, s, GiB/s, ms
     target: tuple[str, float] | None = None  # (<, <=, >=) bound: the claim; None: informational
@@ -76,6 +79,7 @@ CLAIMS = (
     Figure("ltkit --help / python -c 'import torch'", "cli", "help_vs_torch", "x", ("<=", 0.25)),
     Figure("ltkit train-backbone --help / import torch", "cli", "stage_help_vs_torch", "x", ("<=", 0.25)),
     Figure("ltkit --version / import torch", "cli", "version_vs_torch", "x", ("<=", 0.25)),
+    Figure("ltkit sweep, 3 seeds, Fashion-MNIST-LT IF 100 (CPU)", "sweep", "seconds", "s", ("<=", 300.0)),
 )
 ABSOLUTE = (
     Figure("extract, wall time", "store", "extract_seconds", "s"),
@@ -178,6 +182,7 @@ def run_benchmarks(*, quick: bool, skip_bigstore: bool, device: str, workdir: st
     import bench_cli
     import bench_fsa
     import bench_store
+    import bench_sweep
 
     sizes = QUICK if quick else FULL
     if workdir:
@@ -185,7 +190,8 @@ def run_benchmarks(*, quick: bool, skip_bigstore: bool, device: str, workdir: st
     jobs = {"store": lambda: bench_store.run(device=device, workdir=workdir, **sizes["store"]),
             "fsa": lambda: bench_fsa.run(device=device, **sizes["fsa"]),
             "bigstore": lambda: bench_bigstore.run(workdir=workdir, **sizes["bigstore"]),
-            "cli": lambda: bench_cli.run(**sizes["cli"])}
+            "cli": lambda: bench_cli.run(**sizes["cli"]),
+            "sweep": lambda: bench_sweep.run(workdir=workdir, **sizes["sweep"])}
     if skip_bigstore:
         del jobs["bigstore"]
     results: dict[str, Any] = {}
@@ -236,7 +242,8 @@ def markdown(results: dict[str, Any], info: dict[str, str], *, quick: bool, load
         args = ", ".join(f"{k}={v}" for k, v in settings[name].items()) or "defaults"
         lines.append(f"- `benchmarks/bench_{name}.py` ({args}): {state}")
     lines += ["", "Each benchmark runs on its own too (`python benchmarks/bench_store.py`, "
-              "`bench_fsa.py`, `bench_bigstore.py`, `bench_cli.py`) and prints its full result as JSON.", ""]
+              "`bench_fsa.py`, `bench_bigstore.py`, `bench_cli.py`, `bench_sweep.py`) and prints its full "
+              "result as JSON.", ""]
     return "\n".join(lines)
 
 

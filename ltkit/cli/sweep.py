@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ltkit.cli import app
-from ltkit.cli.common import Debug, Device, Force, Quiet, emit_path, run_stage
+from ltkit.cli.common import Debug, Device, Quiet, emit_path, run_stage
 
 
 @app.command("sweep")
