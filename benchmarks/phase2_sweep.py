@@ -1,5 +1,10 @@
 """Choose FSA's thresholds on the validation split, and measure Phase II on a real store.
 
+For users (and for the every-method comparison) there is `ltkit sweep` now: every registered
+method, options chosen on validation by each method, FSA's included (``auto``). This script
+stays for the developers' study of FSA's threshold grid and its variants at fixed options
+(each option it does not set takes the fixed default of before, `AUTO_FIXED`).
+
 The paper gives no tau_s / tau_g. This script trains one classifier per (tau_s, tau_g) on a
 grid, scores each on the store's validation split (never the test split), and then reports
 the chosen configuration next to the other Phase-II methods over several seeds, on test.
@@ -20,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ltkit import console
+from ltkit.augment import AUTO_FIXED
 from ltkit.augment.bank import load_bank
 from ltkit.classifiers import Classifier
 from ltkit.confusing import load_table, table_store_path
@@ -57,7 +63,7 @@ def _run(store, table, table_path, seeds, tau_s, tau_g, iterations) -> dict:
     counts, tail = store.train_counts, table["tail_classes"].numpy()
 
     def fit(**options) -> tuple[Classifier, float]:
-        cfg = FinetuneConfig.from_options({"device": "cpu", **options})
+        cfg = FinetuneConfig.from_options({"device": "cpu", **AUTO_FIXED, **options})
         cfg = cfg.resolved(bank.labels.numel(), bank.confusing.shape[1])
         if iterations:
             cfg = dataclasses.replace(cfg, iterations=iterations)
