@@ -135,6 +135,7 @@ def child_finetune(store: str, table: str, resident_bytes: float, iterations: in
     import torch
 
     from ltkit import console
+    from ltkit.augment import AUTO_FIXED
     from ltkit.augment.bank import load_bank
     from ltkit.classifiers import Classifier
     from ltkit.confusing import load_table
@@ -150,8 +151,9 @@ def child_finetune(store: str, table: str, resident_bytes: float, iterations: in
         bank = load_bank(st, tab, device=device, spatial=True, resident_bytes=resident_bytes)
         load_s = time.perf_counter() - start
         phase1 = Classifier.from_store(st)
-        cfg = FinetuneConfig.from_options(dict(augment="fsa", classifier="linear", iterations=iterations,
-                                               device="cpu")).resolved(st.rows("train"), int(tab["top"]))
+        cfg = FinetuneConfig.from_options(dict(AUTO_FIXED, augment="fsa", classifier="linear",
+                                               iterations=iterations, device="cpu")
+                                          ).resolved(st.rows("train"), int(tab["top"]))
         finetune_classifier(bank, phase1, dataclasses.replace(cfg, iterations=5))  # warm-up
         rates = []
         for r in range(rounds):  # best of a few rounds: robust to a busy machine
@@ -170,6 +172,7 @@ def child_side_by_side(big: str, big_table: str, small: str, small_table: str, r
     import torch
 
     from ltkit import console
+    from ltkit.augment import AUTO_FIXED
     from ltkit.augment.bank import load_bank
     from ltkit.classifiers import Classifier
     from ltkit.confusing import load_table
@@ -183,8 +186,9 @@ def child_side_by_side(big: str, big_table: str, small: str, small_table: str, r
                                       ("in_memory", ss, small_table, 64 * GIB)):
             tab = load_table(tab)
             bank = load_bank(st, tab, device=torch.device("cpu"), spatial=True, resident_bytes=budget)
-            cfg = FinetuneConfig.from_options(dict(augment="fsa", classifier="linear", iterations=iterations,
-                                                   device="cpu")).resolved(st.rows("train"), int(tab["top"]))
+            cfg = FinetuneConfig.from_options(dict(AUTO_FIXED, augment="fsa", classifier="linear",
+                                                   iterations=iterations, device="cpu")
+                                          ).resolved(st.rows("train"), int(tab["top"]))
             phase1 = Classifier.from_store(st)
             finetune_classifier(bank, phase1, dataclasses.replace(cfg, iterations=5))  # warm-up
             runs[name] = (bank, phase1, cfg)

@@ -22,7 +22,7 @@ import time
 import torch
 
 from ltkit import console
-from ltkit.augment import AugmentConfig, bank_from_tensors, make_augmenter
+from ltkit.augment import AUTO_FIXED, AugmentConfig, bank_from_tensors, make_augmenter
 from ltkit.classifiers import Classifier
 from ltkit.finetune import FinetuneConfig, finetune_classifier
 
@@ -134,7 +134,7 @@ def run(*, images: int = 12000, channels: int = 64, side: int = 7, batch_sizes=(
     phase1 = Classifier("linear", torch.randn(10, channels) * 0.1, torch.zeros(10))
     console.configure(quiet=True)
     for name in ("fsa", "none"):
-        ft = FinetuneConfig.from_options(dict(augment=name, iterations=iterations, device=device)).resolved(
+        ft = FinetuneConfig.from_options(dict(AUTO_FIXED, augment=name, iterations=iterations, device=device)).resolved(
             bank.labels.numel(), 3)
         finetune_classifier(bank, phase1, dataclasses.replace(ft, iterations=2))  # warm-up (lazy imports)
         start = time.perf_counter()
