@@ -9,31 +9,34 @@ import typer
 
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Quiet, emit_path, run_stage
+from ltkit.cli.helpstyle import METHOD, OPTIMISER, OUTPUT, stage
 
 
-@app.command("sweep")
+@stage(app, "sweep", help="Run every Phase-II method that applies to the store (every classifier with its default "
+       "augmenter, every augmenter with cRT) for several seeds, each choosing its own options on the validation "
+       "split; compare them (mean ± std over seeds, val and test); print the path of the classifier of the "
+       "method best on validation (its first seed).", example=[
+           "ltkit sweep runs/fm/features.h5 | ltkit evaluate -",
+           "ltkit sweep runs/fm/features.table.pt --seeds 5 --out runs/fm/sweep"])
 def sweep_cmd(
     source: Annotated[str, typer.Argument(help="Feature store (its confusing-class table is built with the defaults, "
                                                "in the sweep folder), a confusing-class table, or - to read the path "
                                                "from stdin.")],
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Runs per trained method, seeds 0..N-1 (a training-free "
-                                                              "method runs once).")] = 3,
+                                                              "method runs once).", rich_help_panel=METHOD)] = 3,
     iterations: Annotated[int | None, typer.Option("--iterations", min=1, help="SGD steps of every trained run "
                                                                                "(default: each method's own "
-                                                                               "schedule).")] = None,
+                                                                               "schedule).",
+                                                   rich_help_panel=OPTIMISER)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="The sweep folder (default: STORE.sweep/ beside the input): "
                                                            "every run, sweep.md, sweep.csv, sweep.json. An earlier "
-                                                           "sweep there is resumed.")] = None,
-    device: Device = "auto",
+                                                           "sweep there is resumed.", rich_help_panel=OUTPUT)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier sweep folder instead of resuming it "
-                                                        "(never any other folder).")] = False,
+                                                        "(never any other folder).", rich_help_panel=OUTPUT)] = False,
+    device: Device = "auto",
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Run every Phase-II method that applies to the store (every classifier with its default
-    augmenter, every augmenter with cRT) for several seeds, each choosing its own options on
-    the validation split; compare them (mean ± std over seeds, val and test); print the path
-    of the classifier of the method best on validation (its first seed)."""
     from ltkit.sweep import SweepConfig, sweep
 
     emit_path(run_stage(lambda: sweep(source, SweepConfig(seeds=seeds, iterations=iterations, device=device),
