@@ -19,6 +19,7 @@ SAMPLERS = ("class-balanced", "instance", "progressive", "sqrt")  # ltkit.sample
 AUGMENTERS = ("class-balanced", "cloud", "fsa", "none")  # ltkit.augment
 CLASSIFIERS = ("crt", "linear", "logit-adjust", "lws", "ncm", "tau-norm")  # ltkit.methods (augment-finetune)
 HEAD_KINDS = ("cosine", "cosine-adjusted", "linear", "lws", "ncm")  # ltkit.classifiers: how a classifier scores
+FINETUNE_HEADS = ("linear", "spatial")  # ltkit.heads: what a Phase-II head reads (augment-finetune --head)
 
 # Fixed choices (checked where they are used, each against the tuple here).
 TIMM_PREFIX = "timm/"  # --arch timm/NAME: any timm CNN (the optional extra ltkit[timm])
@@ -30,6 +31,7 @@ NCM_METRICS = ("cosine", "l2")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # extract --precision
 COMPRESSIONS = ("none", "lzf", "gzip")  # extract --compression
 STORE_SPLITS = ("train", "val", "test", "bound")  # the splits a feature store holds (ltkit.store.schema)
+TRAIN_ON = ("train", "bound")  # augment-finetune --train-on: bound, the empirical classification bound
 EVAL_SPLITS = ("test", "val")  # evaluate --split: the store split measured
 GROUPS = ("many", "medium", "few")  # class groups by training-image count (ltkit.metrics)
 SUMMARY_GROUPS = ("all", *GROUPS)  # evaluate --group: the classes the stderr summary shows
@@ -49,3 +51,8 @@ TAU_G = 0.3
 # instance draws a 6-image class is almost never in a batch.
 DRAW = "class"
 AUTO = "auto"  # augment-finetune --tau-s/--tau-g/--gamma-min/--tail-draw/--head-draw: chosen on validation
+# The spatial head's conv blocks (augment-finetune --head spatial): chosen on the validation
+# split of the Fashion-MNIST-LT IF 100 stores, 4- and 10-epoch CE backbones
+# (benchmarks/spatial_defaults.py; the grid in docs/phase2.md). Width 0: the maps' channels.
+SPATIAL_DEPTH = 2
+SPATIAL_WIDTH = 0

@@ -35,6 +35,7 @@ from ltkit.registry import Registry
 
 FORMAT = "ltkit-classifier"
 FORMAT_VERSION = 1
+HEAD_FORMAT_VERSION = 2  # artifacts of a head on maps (a ``head`` entry): older ltkit refuses them
 TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # tau-normalisation exponents: 0.0 .. 2.0
 NCM_METRICS = choices.NCM_METRICS
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
@@ -165,29 +166,55 @@ def pick_tau(clf: Classifier, pooled: Iterable[torch.Tensor], labels: np.ndarray
     return float(grid[best]), scores
 
 
-def save_classifier(path: str | Path, clf: Classifier, *, method: str, lineage: dict[str, Any],
+def save_classifier(path: str | Path, clf, *, method: str, lineage: dict[str, Any],
                     options: dict[str, Any], history: list[dict[str, Any]] | None = None) -> Path:
-    """Write a classifier artifact; ``lineage["parents"]`` names its store (and table)."""
+    """Write a classifier artifact; ``lineage["parents"]`` names its store (and table). A head
+    on maps (`ltkit.spatial_head.SpatialHead`) keeps its final layer as ``classifier`` and
+    the rest under ``head`` (format version 2)."""
+    final = clf.fc if hasattr(clf, "head_state") else clf
+    extra = {"format_version": HEAD_FORMAT_VERSION, "head": clf.head_state()} if final is not clf else {}
     return save_torch_artifact({"format": FORMAT, "format_version": FORMAT_VERSION,
-                                "method": method, "classifier": clf.to_state(),
+                                "method": method, "classifier": final.to_state(),
                                 "options": options, "lineage": lineage,
-                                "history": history or []}, path)
+                                "history": history or []} | extra, path)
 
 
-def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
-    """A classifier artifact's classifier and its metadata (method, options, lineage, history),
-    validated: a damaged or doctored file is one `ArtifactError`, never a crash later."""
+def load_classifier(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """A classifier artifact's classifier (a `Classifier`, or the head module of its head kind)
+    and its metadata (method, options, lineage, history), validated: a damaged or doctored
+    file is one `ArtifactError`, never a crash later."""
     obj = load_torch_artifact(path, FORMAT)
-    if obj.get("format_version") != FORMAT_VERSION:
+    if obj.get("format_version") not in (FORMAT_VERSION, HEAD_FORMAT_VERSION):
         raise ArtifactError(f"{path} is a classifier of format version {obj.get('format_version')!r}; "
-                            f"this ltkit reads version {FORMAT_VERSION}")
+                            f"this ltkit reads versions {FORMAT_VERSION} and {HEAD_FORMAT_VERSION}")
     problem = _state_problem(obj.get("classifier")) or lineage_problem(obj.get("lineage")) or \
         _meta_problem(obj)
     if problem:
         raise ArtifactError(f"{path} is a damaged classifier ({problem}); make it again with "
                             "ltkit augment-finetune")
     clf = Classifier.from_state(obj["classifier"])
+    if obj.get("head") is not None:
+        clf = _load_head(path, clf, obj["head"])
     return clf, {k: v for k, v in obj.items() if k != "classifier"}
+
+
+def _load_head(path: str | Path, final: Classifier, state: Any):
+    """The head module of a version-2 artifact around its final layer; ArtifactError when damaged."""
+    from ltkit.heads import HEADS
+
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind not in HEADS or HEADS.get(kind).load is None:
+        raise ArtifactError(f"{path} is a damaged classifier (its head is not of a known kind); make "
+                            "it again with ltkit augment-finetune")
+    try:
+        head = HEADS.get(kind).load(final, state)
+    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
+        raise ArtifactError(f"{path} is a damaged classifier (its {kind} head does not load: "
+                            f"{str(exc).splitlines()[0]}); make it again with ltkit augment-finetune") from None
+    if not all(bool(torch.isfinite(t).all()) for t in head.state_dict().values() if t.is_floating_point()):
+        raise ArtifactError(f"{path} is a damaged classifier (its {kind} head holds NaN or infinite "
+                            "values); make it again with ltkit augment-finetune")
+    return head.eval()
 
 
 def _meta_problem(obj: dict[str, Any]) -> str | None:

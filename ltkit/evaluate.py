@@ -24,6 +24,7 @@ from ltkit.classifiers import TAU_GRID, Classifier, load_classifier, pick_tau
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError, DataError, LtkitError
 from ltkit.evaluation_json import FORMAT, FORMAT_VERSION, jsonable
+from ltkit.heads import head_of, missing_maps, split_logits
 from ltkit.lineage import Parent, identity_diff, parent, parent_change, store_identity
 from ltkit.metrics import (
     ECE_BINS,
@@ -91,12 +92,15 @@ def artifact_kind(path: Path) -> str:
 
 
 def evaluate(source: str | Path, config: EvalConfig, *, store: str | Path | None = None,
-             table: str | Path | None = None, force: bool = False) -> Evaluation:
+             table: str | Path | None = None, force: bool = False,
+             bound: str | Path | None = None) -> Evaluation:
     """Measure a store's Phase-I classifier, or a classifier artifact, on `config.on`.
 
     ``store``: the store to use instead of the classifier's lineage (it must be one made by
     the same backbone, with the same classes: else refused, or with ``force`` a warning);
-    ``table``: the confusing-class table for the FSA head / tail split, instead of the lineage's."""
+    ``table``: the confusing-class table for the FSA head / tail split, instead of the lineage's;
+    ``bound``: the same head trained on the store's bound split (`ltkit.bound`): adds a
+    ``bound`` section with the classifier gap closed."""
     from ltkit.store import open_store
 
     config.validate()
@@ -127,8 +131,13 @@ def evaluate(source: str | Path, config: EvalConfig, *, store: str | Path | None
                                     few=config.few_threshold, ece_bins=config.ece_bins,
                                     head_tail=head_tail)
         retrieval = _retrieval(st, config, device) if config.retrieval else None
+        if bound is not None:
+            from ltkit.bound import bound_section
+
+            result["bound"] = bound_section(bound, st, config.on, device, clf, result["balanced_accuracy"])
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, **run,
-              "classifier": {"kind": kind, "tau": None if tau_info is None else tau_info["value"]},
+              "classifier": {"kind": kind, "head": getattr(clf, "head", "linear"),
+                             "tau": None if tau_info is None else tau_info["value"]},
               "tau": tau_info, "on": config.on}
     result = {**header, **result, "retrieval": retrieval, "ltkit_version": __version__}
     return Evaluation(jsonable(result), confusion)
@@ -204,8 +213,11 @@ def _table_ref(recorded: Parent | None, table: str | Path | None) -> dict | None
     return {"path": str(recorded.path), "sha256": recorded.sha256, "via": "lineage"}
 
 
-def _check_fits(clf: Classifier, st, split: str) -> None:
-    k, c = len(st.class_names), st.shape(split, "pooled")[1]
+def _check_fits(clf, st, split: str) -> None:
+    array = head_of(clf).array
+    if not st.has(split, array):
+        raise DataError(missing_maps(st, split))
+    k, c = len(st.class_names), st.shape(split, array)[1]
     if clf.num_classes != k or clf.feature_dim != c:
         raise ArtifactError(f"the classifier maps {clf.feature_dim} features to {clf.num_classes} "
                             f"classes but the store {st.path} has {c} features and {k} "
@@ -231,15 +243,8 @@ def _head_tail(run: dict, st) -> tuple[np.ndarray, np.ndarray] | None:
     return np.asarray(table.head_classes, dtype=np.int64), np.asarray(table.tail_classes, dtype=np.int64)
 
 
-@torch.no_grad()
-def _logits(clf: Classifier, st, split: str, chunk_rows: int,
-            device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    clf = clf.to(device).eval()
-    parts = [clf(torch.from_numpy(np.asarray(rows)).to(device)).float().cpu().numpy()  # (B, K)
-             for _, rows in st.iter_chunks(split, "pooled", rows=chunk_rows)]
-    labels = np.asarray(st.read(split, "labels"), dtype=np.int64)  # (N,)
-    logits = np.concatenate(parts) if parts else np.zeros((0, clf.num_classes), np.float32)
-    return logits, labels
+def _logits(clf, st, split: str, chunk_rows: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    return split_logits(clf, st, split, device, chunk_rows)
 
 
 def _apply_tau(clf: Classifier, st, config: EvalConfig, device: torch.device):

@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,7 +41,7 @@ from ltkit.artifacts import (
     resolve_input,
     reuse_existing,
 )
-from ltkit.augment import AUGMENTERS, AUTO_FIXED, check_augmenter, iter_batches, make_augmenter
+from ltkit.augment import AUTO_FIXED, check_augmenter, iter_batches, make_augmenter  # noqa: F401
 from ltkit.augment.bank import FeatureBank, load_bank, resident_bank  # noqa: F401 (load_bank: the API of before)
 from ltkit.classifiers import FORMAT as CLASSIFIER_FORMAT
 from ltkit.classifiers import NCM_METRICS, TAU_GRID, Classifier, load_classifier, save_classifier  # noqa: F401
@@ -51,32 +50,27 @@ from ltkit.confusing_table import ConfusingTable, load_table, save_table
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.finetune_config import FinetuneConfig, method_name
+from ltkit.heads import (  # noqa: F401
+    HEADS,
+    accuracy_on,
+    augmenter_class,
+    check_inputs,
+    final_base,
+    head_of,
+    map_bank,
+    split_features,  # noqa: F401  (the library API of before)
+)
 from ltkit.lineage import parent, parent_change, store_identity
 from ltkit.methods import CLASSIFIERS, FitInputs, check_combination, get_method, training_free  # noqa: F401
 from ltkit.methods.ncm import ncm_classifier  # noqa: F401  (the library API of before)
 from ltkit.methods.tau_norm import tau_normalized  # noqa: F401
-from ltkit.metrics import balanced_accuracy, per_class_accuracy
 from ltkit.runoptions import RUN_FIELDS, result_options
 
 LOG_EVERY = 50  # iterations between progress lines (and device -> host syncs)
 
 
 # ---- evaluation on the validation split --------------------------------------------------
-def split_features(store, split: str, device: torch.device | str = "cpu"):
-    """(pooled (N, C) float32, labels (N,) int64) of a split, on ``device``."""
-    return (torch.from_numpy(store.read(split, "pooled")).to(device),
-            torch.from_numpy(store.read(split, "labels").astype(np.int64)).to(device))
-
-
-@torch.no_grad()
-def accuracy_on(clf: Classifier, pooled: torch.Tensor, labels: torch.Tensor) -> float | None:
-    """Mean per-class top-1 accuracy (classes without samples left out)."""
-    preds = clf.to(pooled.device)(pooled).argmax(1)  # (N,)
-    return balanced_accuracy(per_class_accuracy(preds.cpu().numpy(), labels.cpu().numpy(),
-                                                clf.num_classes))
-
-
-def val_accuracy(store, clf: Classifier, device: torch.device | str = "cpu") -> float:
+def val_accuracy(store, clf, device: torch.device | str = "cpu") -> float:
     """Mean per-class accuracy of ``clf`` on the store's validation split (an open store or a path)."""
     if isinstance(store, (str, Path)):
         from ltkit.store import open_store
@@ -86,7 +80,7 @@ def val_accuracy(store, clf: Classifier, device: torch.device | str = "cpu") -> 
     if "val" not in store.splits:
         raise ConfigError(f"{store.path} has no validation split; extract with val images "
                           "(--val-per-class) to choose options without the test set")
-    return accuracy_on(clf, *split_features(store, "val", device))
+    return accuracy_on(clf, *split_features(store, "val", device, head_of(clf).array))
 
 
 # ---- training --------------------------------------------------------------------------
@@ -128,9 +122,10 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
            val: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[Classifier, list[dict[str, Any]]]:
     device = bank.device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    augmenter = make_augmenter(cfg.augment, bank, cfg.batches)
-    clf, params = get_method(cfg.classifier).initial(phase1, cfg, cosine=augmenter.needs_cosine,
-                                                     generator=generator)
+    augmenter = make_augmenter(cfg.augment, bank, cfg.batches, cls=augmenter_class(cfg.head, cfg.augment))
+    clf, params = get_method(cfg.classifier).initial(final_base(phase1, cfg), cfg,
+                                                     cosine=augmenter.needs_cosine, generator=generator)
+    clf, params = HEADS.get(cfg.head).build(clf, params, bank, cfg)
     clf.to(device).train()
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     is_tail = bank.tail_row >= 0  # (K,)
@@ -225,11 +220,14 @@ def fit(st, table: ConfusingTable | None, phase1: Classifier, cfg: FinetuneConfi
     method = get_method(cfg.classifier)
     if not method.trains:
         return (*method.make(FitInputs(st, phase1, cfg, device, val)), [])
-    augmenter = AUGMENTERS.get(cfg.augment)
+    augmenter = augmenter_class(cfg.head, cfg.augment)
     check_augmenter(augmenter, cfg.batches)  # fail before loading any data
-    bank = resident_bank(st, table, device=device, spatial=augmenter.needs_spatial,
-                     use_views=cfg.batches.use_views, resident_bytes=cfg.run.resident_gib * 2**30,
-                     scratch_dir=cfg.run.scratch_dir)
+    maps = HEADS.get(cfg.head).array == "features"
+    bank = resident_bank(st, table, device=device, spatial=augmenter.needs_spatial or maps,
+                         use_views=cfg.batches.use_views, resident_bytes=cfg.run.resident_gib * 2**30,
+                         scratch_dir=cfg.run.scratch_dir, split=cfg.train_on)
+    if maps:
+        bank = map_bank(bank, st.shape(cfg.train_on, "features")[2:])
     cfg, tried = augment_auto.choose(bank, phase1, cfg, val, augment_auto.data_key(st.path, table))
     console.log(f"{method_name(cfg)}: {cfg.iterations} iterations of {cfg.batches.batch_size} on "
                 f"{device}, lr {cfg.lr} ({cfg.schedule}), {bank.num_views} view(s) per image")
@@ -276,18 +274,19 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
             table.check_store(st)
         phase1 = Classifier.from_store(st)
         check_combination(cfg.augment_name(), cfg.classifier, phase1.kind)
-        val = split_features(st, "val", device) if "val" in st.splits else None
+        check_inputs(st, cfg, phase1)
+        val = split_features(st, "val", device, HEADS.get(cfg.head).array) if "val" in st.splits else None
         if val is None and cfg.run.eval_every:
             console.warn(f"--eval-every {cfg.run.eval_every}: {store_path} has no validation split, so "
                          "there is nothing to measure along the way (extract with validation images)")
-        cfg = cfg.resolved(st.rows("train"), table.top if table is not None else 3)
+        cfg = cfg.resolved(st.rows(cfg.train_on), table.top if table is not None else 3)
         clf, history, cfg, tried = fit(st, table, phase1, cfg, device, val)
         identity = store_identity(st)
+        summary = {} if val is None else {"val_acc": accuracy_on(clf, *val),
+                                          "phase1_val_acc": val_accuracy(st, phase1, device)}
     if pending:  # nothing was refused: now the store's default table goes beside it
         save_table(table, table_path)
-    summary = {}
     if val is not None:
-        summary = {"val_acc": accuracy_on(clf, *val), "phase1_val_acc": accuracy_on(phase1, *val)}
         console.log(f"validation accuracy {summary['val_acc']:.4f} "
                     f"(Phase I {summary['phase1_val_acc']:.4f})")
     options = cfg.to_options() | {"run": dataclasses.asdict(cfg.run), "method": method_name(cfg),

@@ -18,8 +18,12 @@ from ltkit.errors import ConfigError
 from ltkit.methods import CLASSIFIERS, get_method
 from ltkit.registry import check_choice
 from ltkit.runoptions import RUN_FIELDS, RunOptions
+from ltkit.spatial_head import DEPTH, WIDTH, SpatialHeadConfig
 
 SCHEDULES = choices.FINETUNE_SCHEDULES
+TRAIN_SPLITS = choices.TRAIN_ON  # bound: the empirical classification bound (DisAlign)
+# recorded only when they differ from these (an artifact of before records none of them)
+HEAD_OPTIONS = {"head": "linear", "head_depth": DEPTH, "head_width": WIDTH, "head_kernel": 3}
 # the nested AugmentConfig's fields under their flat option names (the artifact's options)
 BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in dataclasses.fields(AugmentConfig)}
 
@@ -50,6 +54,11 @@ class FinetuneConfig:
     tau: float | None = None       # tau-norm exponent; None: chosen on the validation split
     ncm_metric: str = "cosine"     # ncm: cosine | l2
     method_options: dict[str, Any] = field(default_factory=dict)  # the method's own options (--method-option)
+    head: str = "linear"           # a name of ltkit.heads.HEADS: linear (pooled features) | spatial (maps)
+    head_depth: int = DEPTH        # spatial: conv blocks on the maps, 0..8 (chosen on val)
+    head_width: int = WIDTH        # spatial: their channels (0: the maps' own, residual; chosen on val)
+    head_kernel: int = 3           # spatial: conv kernel side, odd
+    train_on: str = "train"        # train: the long-tailed split; bound: the store's balanced bound split
     seed: int = 0                  # one seed for every draw and initialisation
     run: RunOptions = field(default_factory=_stage_run)  # device, threads, eval cadence, memory: not the result
 
@@ -60,6 +69,11 @@ class FinetuneConfig:
         if self.schedule is not None:
             check_choice(self.schedule, SCHEDULES, "--schedule")
         check_choice(self.ncm_metric, NCM_METRICS, "--ncm-metric")
+        check_choice(self.train_on, TRAIN_SPLITS, "--train-on")
+        from ltkit.heads import HEADS
+
+        HEADS.get(self.head)
+        self.spatial_head().validate()
         for name in ("iterations", "batch_size", "na"):
             value = getattr(self.batches if name in BATCH_OPTIONS else self, name)
             if value is not None and value < 1:
@@ -80,14 +94,19 @@ class FinetuneConfig:
         self.run.validate()
         self.batches.validate()
 
+    def spatial_head(self) -> SpatialHeadConfig:
+        return SpatialHeadConfig(depth=self.head_depth, width=self.head_width, kernel=self.head_kernel)
+
     def augment_name(self) -> str:
         return self.augment if self.augment != "auto" else get_method(self.classifier).default_augment
 
     def resolved(self, num_train: int, nf: int) -> FinetuneConfig:
         """Every None filled in from the method's schedule (the paper's for linear, Kang's for
         crt and lws) and the table's Nf."""
+        from ltkit.heads import HEADS
+
         method = get_method(self.classifier)
-        base = method.schedule
+        base = HEADS.get(self.head).schedule or method.schedule
         batch, na = self.batches.batch_size or base["batch_size"], self.batches.na or nf
         augmenter = AUGMENTERS.get(self.augment_name())
         if self.batches.batch_size is None and method.trains and augmenter.balanced_batches:
@@ -116,6 +135,9 @@ class FinetuneConfig:
             elif f.name == "method_options":
                 if self.method_options:  # recorded only when the method has options
                     out["method_options"] = dict(self.method_options)
+            elif f.name in HEAD_OPTIONS and self.head == "linear" or \
+                    f.name == "train_on" and self.train_on == "train":
+                continue  # options of before: an artifact without them is the same run
             elif f.name != "run":
                 out[f.name] = getattr(self, f.name)
         return out
@@ -141,5 +163,8 @@ class FinetuneConfig:
 
 
 def method_name(cfg: FinetuneConfig) -> str:
-    """fsa, none, cloud, ... for the Phase-I classifier; tau-norm, ncm; else augment-classifier."""
-    return get_method(cfg.classifier).method_name(cfg.augment_name())
+    """fsa, none, cloud, ... for the Phase-I classifier; tau-norm, ncm; else augment-classifier;
+    prefixed with the head kind when not linear, ``-bound`` appended when trained on bound."""
+    name = get_method(cfg.classifier).method_name(cfg.augment_name())
+    name = name if cfg.head == "linear" else f"{cfg.head}-{name}"
+    return name if cfg.train_on == "train" else f"{name}-{cfg.train_on}"

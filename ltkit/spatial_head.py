@@ -5,28 +5,37 @@ Fashion-MNIST-LT, cRT is already about as good as a linear head trained on balan
 held-out features. `SpatialHead` puts a small stack of conv blocks on the stored (C, H, W)
 maps before pooling, so a head trained from the cache can use where things are:
 
-    maps (B, C, H, W) -> [conv 3x3 -> BN -> ReLU] x depth -> global mean -> linear -> (B, K)
+    maps (B, C, H, W) -> [conv kxk -> BN -> ReLU] x depth -> global mean -> final layer -> (B, K)
 
-With ``depth = 0`` it is the linear head on pooled features (the mean of the map). Blocks are
-residual when the width equals the maps' channels, and the last block's BN starts at zero
-weight, so a fresh head starts as "pooled features -> linear" and learns only what the maps
-add beyond their mean (the ResNet "zero-init last BN" habit of torchvision's references).
+The final layer is a `ltkit.classifiers.Classifier` (linear, or LWS: the Phase-II methods
+act on it as on a pooled head). With ``depth = 0`` the head is that classifier on the pooled
+map. Blocks are residual when the width equals the maps' channels, and the last block's BN
+starts at zero weight, so a fresh head on post-ReLU maps starts as "pooled features -> final
+layer" and learns only what the maps add beyond their mean (the ResNet "zero-init last BN"
+habit of torchvision's references).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from ltkit.classifiers import Classifier
 from ltkit.errors import ConfigError
+
+# Defaults chosen on the validation split of the Fashion-MNIST-LT IF 100 stores (4- and
+# 10-epoch CE backbones), benchmarks/spatial_defaults.py; docs/phase2.md gives the grid.
+DEPTH, WIDTH = 1, 128
 
 
 @dataclass
 class SpatialHeadConfig:
-    depth: int = 1        # conv blocks before pooling (0: a linear head on the pooled map)
-    width: int = 0        # channels of each block (0: the maps' own channels, residual blocks)
+    depth: int = DEPTH    # conv blocks before pooling (0: the final layer on the pooled map)
+    width: int = WIDTH    # channels of each block (0: the maps' own channels, residual blocks)
     kernel: int = 3       # conv kernel side (odd; 1 makes the blocks per-location MLPs)
 
     def validate(self) -> None:
@@ -36,6 +45,10 @@ class SpatialHeadConfig:
             raise ConfigError(f"--head-width must be >= 0 (0: the maps' own channels), got {self.width}")
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ConfigError(f"--head-kernel must be an odd number >= 1, got {self.kernel}")
+
+    def out_channels(self, channels: int) -> int:
+        """Channels the final layer sees: the blocks' width, or the maps' own without blocks."""
+        return (self.width or channels) if self.depth else channels
 
 
 class ConvBlock(nn.Module):
@@ -55,9 +68,13 @@ class ConvBlock(nn.Module):
 
 
 class SpatialHead(nn.Module):
-    """Conv blocks on a (C, H, W) map, global average pooling, one linear layer."""
+    """Conv blocks on a (C, H, W) map, global average pooling, one final `Classifier`."""
 
-    def __init__(self, channels: int, num_classes: int, cfg: SpatialHeadConfig):
+    head = "spatial"  # its kind in ltkit.heads.HEADS
+    kind = "spatial"  # what evaluations call it (post-hoc tau-normalisation does not apply)
+
+    def __init__(self, channels: int, num_classes: int, cfg: SpatialHeadConfig,
+                 final: Classifier | None = None, generator: torch.Generator | None = None):
         super().__init__()
         cfg.validate()
         width = cfg.width or channels
@@ -66,12 +83,39 @@ class SpatialHead(nn.Module):
             blocks.append(ConvBlock(c_in, width, cfg.kernel, zero_init=i == cfg.depth - 1))
             c_in = width
         self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(c_in, num_classes)
-        self.cfg = cfg
+        if generator is not None:  # the run's seed, not torch's global one, draws the convs
+            for block in blocks:
+                nn.init.kaiming_uniform_(block.conv.weight, a=5 ** 0.5, generator=generator)
+        if final is None:
+            linear = nn.Linear(c_in, num_classes)
+            final = Classifier("linear", linear.weight, linear.bias)
+        if final.feature_dim != c_in or final.num_classes != num_classes:
+            raise ConfigError(f"a final layer of {final.feature_dim} -> {final.num_classes} does not fit "
+                              f"blocks of {c_in} channels and {num_classes} classes")
+        self.fc, self.cfg, self.channels = final, cfg, channels
+
+    @property
+    def num_classes(self) -> int:
+        return self.fc.num_classes
+
+    @property
+    def feature_dim(self) -> int:
+        return self.channels  # what it reads: maps of this many channels
 
     def pooled(self, maps: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C') the pooled output of the blocks (the head's feature)."""
-        return self.blocks(maps).mean((2, 3))
+        """(B, C, H, W) -> (B, C') the pooled output of the blocks (the final layer's input)."""
+        return self.blocks(maps.float()).mean((2, 3))
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pooled(maps))  # (B, K)
+
+    def head_state(self) -> dict[str, Any]:
+        """What a classifier artifact keeps beside the final layer's state."""
+        return {"kind": self.head, "config": dataclasses.asdict(self.cfg), "channels": self.channels,
+                "blocks": {k: v.detach().cpu() for k, v in self.blocks.state_dict().items()}}
+
+    @classmethod
+    def from_head_state(cls, final: Classifier, state: dict[str, Any]) -> SpatialHead:
+        head = cls(int(state["channels"]), final.num_classes, SpatialHeadConfig(**state["config"]), final)
+        head.blocks.load_state_dict(state["blocks"])  # strict: a missing or extra tensor is refused
+        return head

@@ -68,12 +68,15 @@ def _rows(maps: np.ndarray, labels: np.ndarray, head: dict, spatial: bool) -> di
 def make_store(path: str | Path, *, num_classes: int = 6, counts: tuple[int, ...] | None = DEFAULT_COUNTS,
                channels: int = 8, height: int = 4, width: int = 4, test_per_class: int = 5,
                val_per_class: int = 3, seed: int = 0, spatial_test: bool = False,
-               head: str = "linear", views: int = 0) -> Path:
+               head: str = "linear", views: int = 0, bound_per_class: int = 0,
+               spatial_splits: tuple[str, ...] | None = None) -> Path:
     """Write a finished store at `path` (and `<stem>.backbone.pt` beside it); return `path`.
 
     `counts`: training images per class (None: an exponential profile 120 -> 2);
     `val_per_class=0`: no /val split; `spatial_test`: keep maps and CAMs for /test too;
-    `head`: "linear" or "cosine" (scale 16, no bias); `views`: augmented views per train image.
+    `head`: "linear" or "cosine" (scale 16, no bias); `views`: augmented views per train image;
+    `bound_per_class`: a balanced /bound split; `spatial_splits`: the splits keeping maps (else
+    train, and test with `spatial_test`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +102,9 @@ def make_store(path: str | Path, *, num_classes: int = 6, counts: tuple[int, ...
               "test": np.repeat(np.arange(num_classes), test_per_class)}
     if val_per_class > 0:
         labels["val"] = np.repeat(np.arange(num_classes), val_per_class)
-    spatial = ("train", "test") if spatial_test else ("train",)
+    if bound_per_class > 0:
+        labels["bound"] = np.repeat(np.arange(num_classes), bound_per_class)
+    spatial = spatial_splits or (("train", "test") if spatial_test else ("train",))
     n_train = len(labels["train"])
     columns = {split: {"labels": lab.astype(np.int64), "source_index": np.arange(len(lab), dtype=np.int64)}
                for split, lab in labels.items()}

@@ -152,9 +152,10 @@ def check_augmenter(cls: type[Augmenter], cfg: AugmentConfig) -> None:
         balanced_tail_count(cfg.batch_size, cfg.na)
 
 
-def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig) -> Augmenter:
-    """The registered augmenter ``name``, built on ``bank``."""
-    cls = AUGMENTERS.get(name)
+def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig, cls: type | None = None) -> Augmenter:
+    """The registered augmenter ``name``, built on ``bank`` (``cls``: the class that makes its
+    batches instead, e.g. maps for a spatial head: `ltkit.heads.augmenter_class`)."""
+    cls = cls or AUGMENTERS.get(name)
     cfg.validate()
     if cfg.auto_fields():
         raise ConfigError(f"augmenter {name!r}: {', '.join(cfg.auto_fields())} still auto; the stage chooses "

@@ -170,10 +170,10 @@ def view_rows(store, num_images: int) -> np.ndarray:
     return rows
 
 
-def _by_view(store, name: str, with_views: bool, **read):
-    """Yield (images (b,), view (scalar), block) over /train and, with views, /train/views;
+def _by_view(store, name: str, with_views: bool, split: str = "train", **read):
+    """Yield (images (b,), view (scalar), block) over /split and, with views, /train/views;
     ``read``: options of `Store.iter_chunks`."""
-    for first, block in store.iter_chunks("train", name, **read):
+    for first, block in store.iter_chunks(split, name, **read):
         yield np.arange(first, first + len(block)), 0, block
     if not with_views:
         return
@@ -205,8 +205,10 @@ def _mapped_spatial(shape, folder, device) -> MappedSpatial | None:
 
 def load_bank(store, table, *, device: torch.device, spatial: bool, use_views: bool = True,
               resident_bytes: float = 4 * 2**30, scratch: bool = True,
-              scratch_dir: str | os.PathLike | None = None) -> FeatureBank:
+              scratch_dir: str | os.PathLike | None = None, split: str = "train") -> FeatureBank:
     """A bank from an open store and a confusing-class table (a `ltkit.confusing_table.ConfusingTable`).
+
+    ``split``: the images it holds (train; or bound, the balanced held-out split: no views).
 
     ``spatial``: also load CAMs and location vectors (FSA). The vectors are held on ``device``
     (float16) when they take at most ``resident_bytes``; otherwise, with ``scratch``, in a
@@ -216,24 +218,24 @@ def load_bank(store, table, *, device: torch.device, spatial: bool, use_views: b
     draw a random stored view per image when the store has views (view 0 is the
     un-augmented extraction).
     """
-    labels = torch.from_numpy(store.read("train", "labels").astype(np.int64))  # (N,)
+    labels = torch.from_numpy(store.read(split, "labels").astype(np.int64))  # (N,)
     n = labels.numel()
-    rows = view_rows(store, n) if use_views else np.zeros((n, 0), dtype=np.int64)
+    rows = view_rows(store, n) if use_views and split == "train" else np.zeros((n, 0), dtype=np.int64)
     V = 1 + rows.shape[1]
     with_views = V > 1
-    pooled = torch.empty(n, V, store.shape("train", "pooled")[1], device=device)  # (N, V, C)
-    for images, v, block in _by_view(store, "pooled", with_views):
+    pooled = torch.empty(n, V, store.shape(split, "pooled")[1], device=device)  # (N, V, C)
+    for images, v, block in _by_view(store, "pooled", with_views, split):
         pooled[torch.from_numpy(images).to(device), v] = torch.from_numpy(block).to(device)
     cams = nonzero = source = None
     if spatial:
         for name in ("features", "cams"):
-            if not store.has("train", name):
-                raise ConfigError(f"{store.path} has no /train/{name}: spatial augmentation needs "
-                                  "the training split's feature maps; re-extract with them")
-        _, c, h, w = store.shape("train", "features")
+            if not store.has(split, name):
+                raise ConfigError(f"{store.path} has no /{split}/{name}: spatial augmentation and "
+                                  f"spatial heads need the {split} split's feature maps; re-extract with them")
+        _, c, h, w = store.shape(split, "features")
         L = h * w
         cams = torch.empty(n, V, L, device=device)  # (N, V, L)
-        for images, v, block in _by_view(store, "cams", with_views):
+        for images, v, block in _by_view(store, "cams", with_views, split):
             cams[torch.from_numpy(images).to(device), v] = torch.from_numpy(
                 block.reshape(len(block), L).astype(np.float32)).to(device)
         resident = n * V * L * c * RESIDENT_DTYPE.itemsize <= resident_bytes
@@ -242,7 +244,7 @@ def load_bank(store, table, *, device: torch.device, spatial: bool, use_views: b
             _mapped_spatial((n, V, L, c), scratch_dir or store.path.parent, device)
         locs = torch.empty(n, V, L, c, dtype=RESIDENT_DTYPE, device=device) if resident else \
             None if mapped is None else mapped.features
-        for images, v, block in _by_view(store, "features", with_views, block_bytes=READ_BLOCK_BYTES,
+        for images, v, block in _by_view(store, "features", with_views, split, block_bytes=READ_BLOCK_BYTES,
                                          channels_last=True):  # block: (b, H, W, C) float16
             if not _finite(block):  # the store's reads skip this check for the maps
                 raise StoreError(f"{store.path}: the training feature maps hold NaN or infinite "
@@ -254,7 +256,7 @@ def load_bank(store, table, *, device: torch.device, spatial: bool, use_views: b
                 locs[at.to(locs.device), v] = maps.to(locs.device)
             if mapped is not None:
                 mapped.touched(block.nbytes)
-        source = TensorSpatial(locs) if resident else mapped or StoreSpatial(store, rows, device)
+        source = TensorSpatial(locs) if resident else mapped or StoreSpatial(store, rows, device, split=split)
     as_long = lambda key: torch.as_tensor(getattr(table, key), dtype=torch.long, device=device)  # noqa: E731
     return FeatureBank(labels=labels.to(device), pooled=pooled, head_classes=as_long("head_classes"),
                        tail_classes=as_long("tail_classes"), confusing=as_long("confusing"),

@@ -132,14 +132,7 @@ class FeatureSpaceAugmenter:
         tail = bank.draw_tail(nt, cfg.tail_draw, generator)  # (Nt,)
         tail_view = bank.draw_views(nt, generator)  # (Nt,)
         tail_cls = bank.labels[tail]  # (Nt,)
-        ranks = self.slot_rank.expand(nt, na)  # (Nt, Na) confusing-class rank of each slot
-        if na < self.nf:  # Na of the Nf, distinct, uniform for each tail image
-            ranks = torch.rand(nt, self.nf, generator=generator, device=bank.device).argsort(1)[:, :na]
-        conf_cls = bank.confusing[bank.tail_row[tail_cls]].gather(1, ranks)  # (Nt, Na)
-        conf = bank.draw_from_classes(conf_cls.flatten(), generator)  # (A,), A = Nt * Na
-        conf_view = bank.draw_views(nt * na, generator)  # (A,)
-        gamma = torch.rand(nt * na, generator=generator, device=bank.device)  # (A,) U[0, 1)
-        gamma = cfg.gamma_min + (1.0 - cfg.gamma_min) * gamma  # U[gamma_min, 1)
+        conf_cls, conf, conf_view, gamma = self.draw_confusing(tail_cls, generator)  # (Nt, Na), (A,) x 3
 
         owner = torch.arange(nt, device=bank.device).repeat_interleave(na)  # (A,) tail row of each
         t_img, t_view = tail[owner], tail_view[owner]  # (A,), (A,)
@@ -169,6 +162,19 @@ class FeatureSpaceAugmenter:
                 "confusing": conf, "confusing_view": conf_view, "confusing_class": conf_cls,
                 "gamma": gamma, "n_specific": n_spec, "take_specific": take_spec,
                 "location": loc, "head": head, "head_view": head_view}
+
+    def draw_confusing(self, tail_cls: torch.Tensor, generator: torch.Generator):
+        """For (Nt,) tail classes: the confusing class of each of their Na slots (Nt, Na), an
+        image of it and a view (A,) each, A = Nt * Na, and each augmented sample's gamma (A,)."""
+        bank, cfg, na, nt = self.bank, self.cfg, self.cfg.na, len(tail_cls)
+        ranks = self.slot_rank.expand(nt, na)  # (Nt, Na) confusing-class rank of each slot
+        if na < self.nf:  # Na of the Nf, distinct, uniform for each tail image
+            ranks = torch.rand(nt, self.nf, generator=generator, device=bank.device).argsort(1)[:, :na]
+        conf_cls = bank.confusing[bank.tail_row[tail_cls]].gather(1, ranks)  # (Nt, Na)
+        conf = bank.draw_from_classes(conf_cls.flatten(), generator)  # (A,)
+        conf_view = bank.draw_views(nt * na, generator)  # (A,)
+        gamma = torch.rand(nt * na, generator=generator, device=bank.device)  # (A,) U[0, 1)
+        return conf_cls, conf, conf_view, cfg.gamma_min + (1.0 - cfg.gamma_min) * gamma  # U[gamma_min, 1)
 
     def batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.draw(generator)

@@ -19,13 +19,18 @@ variant; this is ltkit's rule, measured beside the pooled reference in docs/phas
 
 So the tail object stays where it was, in the confusing image's class-generic context:
 gamma = 1 keeps every specific location, gamma -> 0 keeps only the most specific one.
+
+`MapFeatureSpaceAugmenter` is what ``--head spatial --augment fsa`` trains with: Algorithm 1's
+batch (Nt real tail maps, Nt * Na augmented maps, Nt(1+Na) head maps, drawn exactly as the
+pooled FSA draws its images, confusing classes and gammas) with maps where the pooled
+version has means.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ltkit.augment.fsa import location_mask
+from ltkit.augment.fsa import FeatureSpaceAugmenter, location_mask
 
 
 def mix_locations(tail_cams: torch.Tensor, tail_nonzero: torch.Tensor, conf_cams: torch.Tensor,
@@ -55,3 +60,35 @@ def mix_locations(tail_cams: torch.Tensor, tail_nonzero: torch.Tensor, conf_cams
     drawn = order.gather(1, torch.minimum((r * count).long(), count - 1))  # (A, L) uniform, with repetition
     loc = torch.where(generic, positions, drawn)  # (A, L)
     return keep, torch.where(keep, positions, loc)
+
+
+class MapFeatureSpaceAugmenter(FeatureSpaceAugmenter):
+    """FSA's batches as maps (B, C, H, W) for a spatial head; the bank's `pooled` is a
+    `ltkit.heads.MapRows` (`ltkit.heads.map_bank`)."""
+
+    def draw(self, generator: torch.Generator, batches: int = 1) -> dict[str, torch.Tensor]:
+        """As `FeatureSpaceAugmenter.draw`, rows in the same order; ``features`` are maps and
+        ``keep`` / ``location`` say where each augmented map's locations came from."""
+        from ltkit.heads import to_maps
+
+        bank, cfg, na = self.bank, self.cfg, self.cfg.na
+        nt = self.nt * batches
+        tail = bank.draw_tail(nt, cfg.tail_draw, generator)  # (Nt,)
+        tail_view = bank.draw_views(nt, generator)  # (Nt,)
+        tail_cls = bank.labels[tail]  # (Nt,)
+        conf_cls, conf, conf_view, gamma = self.draw_confusing(tail_cls, generator)  # (Nt, Na), (A,) x 3
+        owner = torch.arange(nt, device=bank.device).repeat_interleave(na)  # (A,) tail row of each
+        t_img, t_view = tail[owner], tail_view[owner]  # (A,), (A,)
+        keep, loc = mix_locations(bank.cams[t_img, t_view], bank.nonzero[t_img, t_view],
+                                  bank.cams[conf, conf_view], bank.nonzero[conf, conf_view],
+                                  cfg.tau_s, cfg.tau_g, gamma, generator)  # (A, L), (A, L)
+        image = torch.where(keep, t_img[:, None], conf[:, None])  # (A, L)
+        view = torch.where(keep, t_view[:, None], conf_view[:, None])  # (A, L)
+        augmented = to_maps(bank.spatial.vectors(image, view, loc), bank.pooled.hw)  # (A, C, H, W)
+        head = bank.draw_head(nt * (1 + na), cfg.head_draw, generator)  # (Nt(1+Na),)
+        head_view = bank.draw_views(nt * (1 + na), generator)  # (Nt(1+Na),)
+        features = torch.cat([bank.pooled[tail, tail_view], augmented, bank.pooled[head, head_view]])  # (B, C, H, W)
+        labels = torch.cat([tail_cls, tail_cls[owner], bank.labels[head]])  # (B,)
+        return {"features": features, "labels": labels, "tail": tail, "tail_view": tail_view,
+                "confusing": conf, "confusing_view": conf_view, "confusing_class": conf_cls,
+                "gamma": gamma, "keep": keep, "location": loc, "head": head, "head_view": head_view}

@@ -71,9 +71,10 @@ class StoreSpatial:
     """Location vectors read from the store on demand (bounded memory for stores larger than
     the device): each draw reads the maps it needs once and keeps just the vectors it uses."""
 
-    def __init__(self, store, rows: np.ndarray, device: torch.device, readers: int | None = None):
-        self.store, self.view_rows, self.device = store, rows, device  # rows: (N, V-1)
-        _, c, h, w = store.shape("train", "features")
+    def __init__(self, store, rows: np.ndarray, device: torch.device, readers: int | None = None,
+                 split: str = "train"):
+        self.store, self.view_rows, self.device, self.split = store, rows, device, split  # rows: (N, V-1)
+        _, c, h, w = store.shape(split, "features")
         self.num_locations, self.feature_dim = h * w, c
         self.readers = readers or min(4, os.cpu_count() or 1)  # threads reading maps at once
         self._pool = ThreadPoolExecutor(self.readers, thread_name_prefix="ltkit-read")
@@ -83,10 +84,10 @@ class StoreSpatial:
         shape = (len(image), self.feature_dim, self.num_locations)
         base = view == 0
         if base.all():  # no stored views drawn: the read is the result, no second copy
-            return self.store.read("train", "features", image).reshape(shape)
+            return self.store.read(self.split, "features", image).reshape(shape)
         maps = np.empty(shape, np.float16)
         if base.any():
-            maps[base] = self.store.read("train", "features", image[base]).reshape(-1, *shape[1:])
+            maps[base] = self.store.read(self.split, "features", image[base]).reshape(-1, *shape[1:])
         rows = self.view_rows[image[~base], view[~base] - 1]
         maps[~base] = self.store.read(VIEWS_SPLIT, "features", rows).reshape(-1, *shape[1:])
         return maps

@@ -24,6 +24,10 @@ def compare_cmd(
     fmt: Annotated[str, choice("--format", "Output", choices.COMPARE_FORMATS, panel=OUTPUT,
                                note="json: the same as --json.")] = "table",
     as_json: Json = False,
+    ceiling: Annotated[str | None, typer.Option("--ceiling", help="A run (evaluation JSON, classifier or store, e.g. a "
+                                                                  "backbone trained on balanced data) whose balanced "
+                                                                  "accuracy is the ceiling: adds 'gap closed' = (run "
+                                                                  "- Phase I) / (ceiling - Phase I).")] = None,
     device: Device = "auto",
     quiet: Quiet = False,
     debug: Debug = False,
@@ -34,6 +38,7 @@ def compare_cmd(
     def run() -> str:
         if as_json and fmt not in ("table", "json"):
             raise ConfigError(f"--json prints JSON; it does not go with --format {fmt}")
-        return compare(runs, fmt="json" if as_json else fmt, config=EvalConfig(device=device))
+        return compare(runs, fmt="json" if as_json else fmt, config=EvalConfig(device=device),
+                       ceiling=ceiling)
 
     typer.echo(run_stage(run, quiet=quiet, debug=debug))

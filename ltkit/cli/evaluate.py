@@ -28,6 +28,10 @@ def evaluate_cmd(
     table: Annotated[str | None, typer.Option("--table", help="Confusing-class table for the FSA head/tail split, "
                                                               "instead of the lineage's.", rich_help_panel=INPUT)
                      ] = None,
+    bound: Annotated[str | None, typer.Option("--bound", help="The same head trained on the store's bound split "
+                                                              "(augment-finetune --train-on bound): adds a bound "
+                                                              "section, with the classifier gap closed.",
+                                              rich_help_panel=INPUT)] = None,
     split: Annotated[str, choice("--split", "Store split measured", choices.EVAL_SPLITS, panel=MEASURE)] = "test",
     tau: Annotated[str | None, typer.Option("--tau", help=f"Post-hoc, on a linear/LWS classifier: {TAU_HELP} "
                                                           "Not given: measured as it is.", rich_help_panel=MEASURE,
@@ -72,7 +76,7 @@ def evaluate_cmd(
                             retrieval=metric == "retrieval", device=device)
         if report is not None:
             check_report_dir(report, force, (None if source == "-" else source,))  # before the work
-        evaluation = evaluate(source, config, store=store, table=table, force=force)
+        evaluation = evaluate(source, config, store=store, table=table, force=force, bound=bound)
         print_summary(evaluation.result, group)
         if report is not None:
             console.log(f"report: {write_report(evaluation, report, force=force)}")

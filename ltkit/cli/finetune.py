@@ -70,6 +70,21 @@ def augment_finetune_cmd(
                                                                                     "chosen classifier method itself "
                                                                                     "(repeat for several).",
                                                             rich_help_panel=METHOD)] = None,
+    head: Annotated[str, choice("--head", "Head kind", choices.FINETUNE_HEADS, panel=METHOD,
+                                note="linear: on pooled features; spatial: conv blocks on the stored maps, then "
+                                     "pool + final layer (crt, linear, lws; --augment class-balanced, none, or fsa "
+                                     "on maps).")] = "linear",
+    head_depth: Annotated[int, typer.Option("--head-depth", help="spatial: conv blocks on the maps (0..8; chosen on "
+                                                                 "val).", rich_help_panel=METHOD)
+                          ] = choices.SPATIAL_DEPTH,
+    head_width: Annotated[int, typer.Option("--head-width", help="spatial: their channels (0: the maps' own, "
+                                                                 "residual; chosen on val).", rich_help_panel=METHOD)
+                          ] = choices.SPATIAL_WIDTH,
+    head_kernel: Annotated[int, typer.Option("--head-kernel", help="spatial: conv kernel side (odd).",
+                                             rich_help_panel=METHOD)] = 3,
+    train_on: Annotated[str, choice("--train-on", "Split the head is trained on", choices.TRAIN_ON, panel=METHOD,
+                                    note="bound: the store's balanced bound split (the empirical classification "
+                                         "bound, DisAlign).")] = "train",
     iterations: Annotated[int | None, typer.Option("--iterations", help="SGD steps (default 6400 for linear; 10 "
                                                                         "epochs-equivalent for crt/lws).",
                                                    rich_help_panel=OPTIMISER)] = None,
@@ -140,7 +155,9 @@ def augment_finetune_cmd(
         cfg = FinetuneConfig(augment=augment, classifier=classifier, iterations=iterations, lr=lr,
                              schedule=schedule, momentum=momentum, weight_decay=weight_decay, batches=batches,
                              margin=margin, scale=scale, tau=_finetune_tau(tau), ncm_metric=ncm_metric,
-                             method_options=parse_method_options(method_option or []), seed=seed, run=how)
+                             method_options=parse_method_options(method_option or []), head=head,
+                             head_depth=head_depth, head_width=head_width, head_kernel=head_kernel,
+                             train_on=train_on, seed=seed, run=how)
         return augment_finetune(source, cfg, out=out, force=force, store=store)
 
     emit_path(run_stage(run, quiet=quiet, debug=debug))

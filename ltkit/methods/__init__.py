@@ -57,6 +57,7 @@ class Method:
     phase1_kinds: ClassVar[tuple[str, ...] | None] = None  # Phase-I kinds it works from (None: any)
     schedule: ClassVar[dict[str, Any]] = KANG  # its defaults: lr, batch_size, schedule, iterations | epochs
     options: ClassVar[dict[str, Any]] = {}     # its own options, name -> default (--method-option)
+    reinitialises: ClassVar[bool] = False      # draws a new final layer (any width), not the Phase-I one
 
     def method_name(self, augment: str) -> str:
         """The run's name (file names, reports): ``AUGMENT-NAME`` unless the method says otherwise."""

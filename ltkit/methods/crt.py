@@ -19,6 +19,7 @@ from ltkit.methods import CLASSIFIERS, Method
 class ClassifierRetraining(Method):
     name = "crt"
     takes_cosine = True
+    reinitialises = True
 
     def initial(self, phase1, cfg, *, cosine, generator):
         K, C = phase1.weight.shape
