@@ -6,6 +6,7 @@ Figures (ratios are the claims; absolute times depend on the machine and are inf
 - extraction vs forward-only time, store read vs memmap throughput, store bytes per image
   (`bench_store.py`);
 - FSA vectorised vs a literal Algorithm 1, fine-tuning iterations/s (`bench_fsa.py`);
+- a spatial head fine-tuned from the cache vs one Phase-I epoch, as a ratio (`bench_spatial.py`);
 - a store larger than memory: peak resident memory of fine-tune / evaluate / confusing-classes,
   streamed vs in-memory fine-tuning throughput (`bench_bigstore.py`; CPU only, ~4 GiB of disk);
 - `ltkit --help` / `--version` against `python -c "import torch"`, side by side (`bench_cli.py`).
@@ -37,12 +38,14 @@ sys.path.insert(0, str(HERE))  # the sibling benchmark modules
 BUSY_LOAD = 1.5  # load average above which the page warns that timings are noisy
 
 # Keyword arguments of each benchmark's run(); FULL: their defaults.
-FULL: dict[str, dict[str, Any]] = {"store": {}, "fsa": {}, "bigstore": {}, "cli": {}, "sweep": {}}
+FULL: dict[str, dict[str, Any]] = {"store": {}, "fsa": {}, "bigstore": {}, "cli": {}, "sweep": {}, "spatial": {}}
 QUICK: dict[str, dict[str, Any]] = {
     "store": {"train_per_class": 10, "image_size": 8, "batch_size": 64, "read_rows": 256,
               "read_channels": 8, "read_side": 4, "block": 64, "repeats": 1},
     "fsa": {"images": 300, "channels": 8, "side": 4, "batch_sizes": (128, 512), "batches": 2,
             "literal_batches": 1, "iterations": 5},
+    "spatial": {"images": 200, "image_side": 16, "channels": 8, "side": 4, "phase1_batch": 16,
+                "phase1_batches": 1, "iterations": 3},
     "bigstore": {"rows": 300, "small_rows": 200, "channels": 16, "side": 4, "num_classes": 10,
                  "test_rows": 100, "iterations": 3, "rounds": 1, "resident_mib": 0.1,
                  "min_free_gib": 0.0},
@@ -54,7 +57,7 @@ QUICK: dict[str, dict[str, Any]] = {
 @dataclass(frozen=True)
 class Figure:
     label: str                 # the row's name on the page
-    bench: str                 # store | fsa | bigstore | sweep: the benchmark that measures it
+    bench: str                 # store | fsa | bigstore | sweep | spatial: the benchmark that measures it
     key: str                   # where in that benchmark's result, dots for nesting
     unit: str                  # x (a ratio), GB, B, it/s, s, GiB/s, ms
     target: tuple[str, float] | None = None  # (<, <=, >=) bound: the claim; None: informational
@@ -67,6 +70,8 @@ CLAIMS = (
     Figure("FSA speed-up over literal Algorithm 1, batch 512", "fsa", "batches.512.speedup", "x"),
     Figure("fine-tuning, FSA batches", "fsa", "finetune_it_per_s_fsa", "it/s"),
     Figure("fine-tuning, no-augmentation batches", "fsa", "finetune_it_per_s_none", "it/s"),
+    Figure("spatial head fine-tune from the cache / one Phase-I epoch", "spatial", "finetune_vs_epoch", "x",
+           ("<=", 0.1)),
     Figure("store size per image", "store", "store_bytes_per_image", "B"),
     Figure("store size per image, lzf", "store", "store_bytes_per_image_lzf", "B"),
     Figure("big store: fine-tune peak RSS (streamed)", "bigstore", "finetune_peak_rss_bytes", "GB",
@@ -181,6 +186,7 @@ def run_benchmarks(*, quick: bool, skip_bigstore: bool, device: str, workdir: st
     import bench_bigstore
     import bench_cli
     import bench_fsa
+    import bench_spatial
     import bench_store
     import bench_sweep
 
@@ -189,6 +195,7 @@ def run_benchmarks(*, quick: bool, skip_bigstore: bool, device: str, workdir: st
         Path(workdir).mkdir(parents=True, exist_ok=True)
     jobs = {"store": lambda: bench_store.run(device=device, workdir=workdir, **sizes["store"]),
             "fsa": lambda: bench_fsa.run(device=device, **sizes["fsa"]),
+            "spatial": lambda: bench_spatial.run(device=device, **sizes["spatial"]),
             "bigstore": lambda: bench_bigstore.run(workdir=workdir, **sizes["bigstore"]),
             "cli": lambda: bench_cli.run(**sizes["cli"]),
             "sweep": lambda: bench_sweep.run(workdir=workdir, **sizes["sweep"])}

@@ -184,9 +184,11 @@ def load_classifier(path: str | Path) -> tuple[Any, dict[str, Any]]:
     and its metadata (method, options, lineage, history), validated: a damaged or doctored
     file is one `ArtifactError`, never a crash later."""
     obj = load_torch_artifact(path, FORMAT)
-    if obj.get("format_version") not in (FORMAT_VERSION, HEAD_FORMAT_VERSION):
+    version = FORMAT_VERSION if obj.get("head") is None else HEAD_FORMAT_VERSION  # the one its content needs
+    if obj.get("format_version") != version:
         raise ArtifactError(f"{path} is a classifier of format version {obj.get('format_version')!r}; "
-                            f"this ltkit reads versions {FORMAT_VERSION} and {HEAD_FORMAT_VERSION}")
+                            f"this ltkit reads version {FORMAT_VERSION} (version {HEAD_FORMAT_VERSION} "
+                            "with a head on maps)")
     problem = _state_problem(obj.get("classifier")) or lineage_problem(obj.get("lineage")) or \
         _meta_problem(obj)
     if problem:

@@ -29,7 +29,7 @@ from ltkit.errors import ConfigError
 
 # Defaults chosen on the validation split of the Fashion-MNIST-LT IF 100 stores (4- and
 # 10-epoch CE backbones), benchmarks/spatial_defaults.py; docs/phase2.md gives the grid.
-DEPTH, WIDTH = 1, 128
+DEPTH, WIDTH = 2, 0
 
 
 @dataclass

@@ -38,7 +38,7 @@ def test_rows_values_and_differing_options():
     assert rows[1].options == "lr=0.01, tau_s=0.7"
     assert rows[2].options == "tau=0.9 (auto)" and rows[2].method == "crt"
     assert rows[1].values == {"overall": 0.6, "many": 0.8, "medium": 0.5, "few": None,
-                              "tail": 0.3, "balanced": 0.65}
+                              "tail": 0.3, "balanced": 0.65, "clf_gap": None, "gap": None}
 
 
 def test_best_per_column_ties_and_empty():

@@ -146,7 +146,7 @@ def test_tau_fixed_matches_direct_computation(store):
     norm_w = w / np.linalg.norm(w, axis=1, keepdims=True) ** 0.7
     assert r["top1"] == pytest.approx(((pooled @ norm_w.T).argmax(1) == labels).mean())
     assert r["tau"]["value"] == 0.7 and r["tau"]["mode"] == "fixed"
-    assert r["classifier"] == {"kind": "linear", "tau": 0.7}
+    assert r["classifier"] == {"kind": "linear", "head": "linear", "tau": 0.7}
 
 
 def test_tau_auto_is_chosen_on_val(store):
