@@ -24,12 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ltkit.choices import SPATIAL_DEPTH, SPATIAL_WIDTH
 from ltkit.classifiers import Classifier
 from ltkit.errors import ConfigError
 
-# Defaults chosen on the validation split of the Fashion-MNIST-LT IF 100 stores (4- and
-# 10-epoch CE backbones), benchmarks/spatial_defaults.py; docs/phase2.md gives the grid.
-DEPTH, WIDTH = 2, 0
+DEPTH, WIDTH = SPATIAL_DEPTH, SPATIAL_WIDTH  # chosen on val (ltkit.choices)
 
 
 @dataclass
