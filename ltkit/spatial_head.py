@@ -9,10 +9,11 @@ maps before pooling, so a head trained from the cache can use where things are:
 
 The final layer is a `ltkit.classifiers.Classifier` (linear, or LWS: the Phase-II methods
 act on it as on a pooled head). With ``depth = 0`` the head is that classifier on the pooled
-map. Blocks are residual when the width equals the maps' channels, and each residual block's
-BN starts at zero weight, so a fresh head on post-ReLU maps starts as "pooled features ->
-final layer" and learns only what the maps add beyond their mean (torchvision's
-``zero_init_residual``: every residual branch starts at zero).
+map. Blocks are residual when the width equals the maps' channels, and the last block's BN
+starts at zero weight, so a fresh one-block head on post-ReLU maps starts as "pooled features
+-> final layer" and learns only what the maps add beyond their mean (the ResNet "zero-init
+last BN" habit of torchvision's references; every block zero-initialised scored lower on val,
+docs/phase2.md).
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ class SpatialHead(nn.Module):
         cfg.validate()
         width = cfg.width or channels
         blocks, c_in = [], channels
-        for _ in range(cfg.depth):
-            blocks.append(ConvBlock(c_in, width, cfg.kernel, zero_init=True))
+        for i in range(cfg.depth):
+            blocks.append(ConvBlock(c_in, width, cfg.kernel, zero_init=i == cfg.depth - 1))
             c_in = width
         self.blocks = nn.Sequential(*blocks)
         if generator is not None:  # the run's seed, not torch's global one, draws the convs

@@ -27,7 +27,7 @@ def test_quick_run_produces_every_figure_and_row(tmp_path):
     code = run_all.main(["--quick", "--out", str(page), "--json", str(raw), "--workdir", str(work)])
     assert code == 0
     results = json.loads(raw.read_text())["results"]
-    assert set(results) == {"store", "fsa", "bigstore", "cli", "sweep"}
+    assert set(results) == {"store", "fsa", "bigstore", "cli", "sweep", "spatial"}
     assert all(isinstance(r, dict) for r in results.values()), results
     text = page.read_text()
     for fig in run_all.CLAIMS:

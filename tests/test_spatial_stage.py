@@ -58,7 +58,8 @@ def test_spatial_head_trains_saves_and_evaluate_scores_the_test_maps(table, tmp_
 def test_a_fresh_spatial_head_on_the_phase1_weights_is_phase1(table):
     with open_store(load_table(table)["lineage"]["parents"]["store"]["path"]) as st:
         phase1 = Classifier.from_store(st)
-        head = SpatialHead(8, phase1.num_classes, FinetuneConfig(head_width=0).spatial_head(), phase1).eval()
+        one_block = FinetuneConfig(head_depth=1, head_width=0).spatial_head()
+        head = SpatialHead(8, phase1.num_classes, one_block, phase1).eval()
         maps = torch.from_numpy(st.read("test", "features")).float()  # (N, C, H, W)
         pooled = torch.from_numpy(st.read("test", "pooled"))
     with torch.no_grad():  # residual blocks, last BN at zero, post-ReLU maps: fc(mean)
