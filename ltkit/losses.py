@@ -1,6 +1,7 @@
 """Phase-I losses for long-tailed training, by name: `make_loss("ldam", counts, drw_epoch=160)`.
 
-Every loss is called as `loss(logits (B, K), targets (B,)) -> scalar` and has `set_epoch(e)`.
+Every loss is called as `loss(logits (B, K), targets (B,) or (B, K)) -> scalar` and has
+`set_epoch(e)`.
 Conventions, the same for every loss:
 - Class weights (the `cb` loss, and deferred re-weighting, DRW) reduce like
   `F.cross_entropy(weight=w)`: sum_i w[y_i] * l_i / sum_i w[y_i], as in the LDAM-DRW code.
@@ -14,6 +15,15 @@ Conventions, the same for every loss:
 - DRW (Cao et al.): from epoch `drw_epoch` on (that epoch included), ce / focal / ldam use
   effective-number weights with `drw_beta`; before it, none. The other losses already
   re-balance, so DRW with them is refused.
+- Soft targets t (B, K) (mixup / cutmix mixes, label smoothing) meet every loss by one rule:
+  the target-weighted mix of the losses with each class as the label, sum_c t_c * l_c(x),
+  with a class weight w mixed the same way: sum_{i,c} t_ic w_c l_ic / sum_{i,c} t_ic w_c.
+  A one-hot target gives the hard loss exactly. So ce / cb / balanced-softmax / logit-adjust
+  are CE with probability targets on their (adjusted) logits, and focal mixes its per-class
+  terms -(1 - p_c)^gamma log p_c. LDAM's margin belongs to the true class, so its margins
+  are mixed by the target first: s * m_c * t_c is subtracted from logit c, then the CE mix.
+- Label smoothing eps turns every target t into (1 - eps) * t + eps / K (PyTorch's
+  convention) and takes the soft path above, with every loss.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ class LossOptions:
     la_tau: float = 1.0  # logit-adjustment strength tau >= 0; 1 = balanced softmax
     drw_epoch: int | None = None  # first epoch of deferred re-weighting; None = never
     drw_beta: float = 0.9999  # effective-number beta in [0, 1) of the DRW weights
+    label_smoothing: float = 0.0  # eps in [0, 1): targets (1 - eps) * onehot + eps / K; 0.1 is usual
 
 
 LossFactory = Callable[[torch.Tensor, LossOptions], "LongTailLoss"]
@@ -62,6 +73,7 @@ class LongTailLoss(nn.Module):
         super().__init__()
         self.num_classes = len(counts)
         self.drw_epoch = opts.drw_epoch
+        self.label_smoothing = opts.label_smoothing
         self.epoch = 0
         self.register_buffer("counts", counts.float())  # (K,)
         self.register_buffer("weight", weight)  # (K,) or None: always applied
@@ -81,16 +93,35 @@ class LongTailLoss(nn.Module):
         """(B, K) logits, (B,) targets -> (B,) unweighted losses."""
         return F.cross_entropy(logits, targets, reduction="none")
 
+    def per_class(self, logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        """(B, K) logits, (B, K) soft targets -> (B, K) losses l(x_i, c) of each class as the
+        label (the soft rule of the module docstring mixes them by the targets)."""
+        return -F.log_softmax(logits, dim=1)
+
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, K) logits and (B,) class indices or (B, K) soft targets -> the batch's loss."""
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ConfigError(f"loss built for {self.num_classes} classes got logits of shape "
                               f"{tuple(logits.shape)}; give the model's class counts to make_loss")
+        if targets.dim() == 2 and targets.shape != logits.shape:
+            raise ConfigError(f"soft targets of shape {tuple(targets.shape)} for logits of shape {tuple(logits.shape)}")
+        if targets.dim() == 2 or self.label_smoothing > 0:
+            return self._soft(logits.float(), targets)
         losses = self.per_sample(logits.float(), targets)  # (B,)
         weight = self.class_weight()
         if weight is None:
             return losses.mean()
         w = weight[targets]  # (B,)
         return (w * losses).sum() / w.sum()
+
+    def _soft(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        soft = targets.float() if targets.dim() == 2 else F.one_hot(targets, self.num_classes).float()  # (B, K)
+        soft = (1.0 - self.label_smoothing) * soft + self.label_smoothing / self.num_classes
+        mixed = soft * self.per_class(logits, soft)  # (B, K) t_ic * l(x_i, c)
+        weight = self.class_weight()
+        if weight is None:
+            return mixed.sum(1).mean()
+        return (mixed * weight).sum() / (soft * weight).sum()
 
 
 class FocalLoss(LongTailLoss):
@@ -107,6 +138,10 @@ class FocalLoss(LongTailLoss):
         one_minus_p = (-torch.expm1(log_p)).clamp_min(1e-12)  # (B,)
         return -(one_minus_p**self.gamma) * log_p
 
+    def per_class(self, logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits, dim=1)  # (B, K)
+        return -((-torch.expm1(log_p)).clamp_min(1e-12) ** self.gamma) * log_p
+
 
 class LDAMLoss(LongTailLoss):
     """Cao et al.: CE after subtracting s * m_y from the true-class logit, m_c ~ n_c^(-1/4)."""
@@ -122,6 +157,10 @@ class LDAMLoss(LongTailLoss):
         adjusted = logits - self.s * self.margins * onehot  # (B, K) margin on the true class only
         return F.cross_entropy(adjusted, targets, reduction="none")
 
+    def per_class(self, logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        # the margin of each class mixed by its target weight (one-hot: the true class's margin)
+        return -F.log_softmax(logits - self.s * self.margins * soft, dim=1)  # (B, K)
+
 
 class LogitAdjustedLoss(LongTailLoss):
     """CE on logits + tau * log prior (Menon et al.); tau = 1 is balanced softmax (Ren et al.).
@@ -134,6 +173,9 @@ class LogitAdjustedLoss(LongTailLoss):
 
     def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits + self.tau * self.log_prior, targets, reduction="none")
+
+    def per_class(self, logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        return -F.log_softmax(logits + self.tau * self.log_prior, dim=1)  # (B, K)
 
 
 @LOSSES.register("ce")
@@ -177,6 +219,8 @@ def _check(name: str, counts: Sequence[int], opts: LossOptions) -> torch.Tensor:
     for label, beta in (("cb_beta", opts.cb_beta), ("drw_beta", opts.drw_beta)):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"{label} must be in [0, 1), got {beta}; 0.9999 is usual")
+    if not 0.0 <= opts.label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {opts.label_smoothing}; 0.1 is usual")
     if opts.focal_gamma < 0:
         raise ConfigError(f"focal_gamma must be >= 0, got {opts.focal_gamma}")
     if opts.ldam_max_m < 0 or opts.ldam_s <= 0:
@@ -199,11 +243,12 @@ def _check(name: str, counts: Sequence[int], opts: LossOptions) -> torch.Tensor:
 def make_loss(name: str, class_counts: Sequence[int], *, focal_gamma: float = 1.0,
               cb_beta: float = 0.9999, ldam_max_m: float = 0.5, ldam_s: float = 30.0,
               la_tau: float = 1.0, drw_epoch: int | None = None,
-              drw_beta: float = 0.9999) -> LongTailLoss:
+              drw_beta: float = 0.9999, label_smoothing: float = 0.0) -> LongTailLoss:
     """Loss `name` for training counts `class_counts` (K,); see LossOptions for the options.
     Unknown names and impossible options raise ConfigError. Move it with `.to(device)`."""
     factory = LOSSES.get(name)
     opts = LossOptions(focal_gamma=focal_gamma, cb_beta=cb_beta, ldam_max_m=ldam_max_m,
-                       ldam_s=ldam_s, la_tau=la_tau, drw_epoch=drw_epoch, drw_beta=drw_beta)
+                       ldam_s=ldam_s, la_tau=la_tau, drw_epoch=drw_epoch, drw_beta=drw_beta,
+                       label_smoothing=label_smoothing)
     counts = _check(name, class_counts, opts)
     return factory(counts, opts)

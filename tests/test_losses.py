@@ -171,3 +171,88 @@ def test_bad_names_counts_and_shapes():
     assert empty_class_ce.item() == pytest.approx(_loss("ce"))  # plain CE needs no counts
     with pytest.raises(ConfigError, match="built for 3 classes"):
         make_loss("ce", COUNTS)(torch.zeros(2, 4), torch.tensor([0, 1]))
+
+
+# ---- soft targets (mixup / cutmix) and label smoothing ---------------------------------------
+
+MIX = [(0, 1, 0.7), (2, 0, 0.4), (1, 1, 1.0), (2, 1, 0.55)]  # (y_a, y_b, lam) per row of LOGITS
+
+
+def _soft_targets() -> torch.Tensor:
+    soft = torch.zeros(len(MIX), len(COUNTS))
+    for i, (a, b, lam) in enumerate(MIX):
+        soft[i, a] += lam
+        soft[i, b] += 1.0 - lam
+    return soft  # (4, 3): what MixUp / CutMix give, lam * onehot(a) + (1 - lam) * onehot(b)
+
+
+def _focal(row: list[float], y: int, gamma: float) -> float:
+    p = math.exp(-_ce(row, y))
+    return -((1 - p) ** gamma) * math.log(p)
+
+
+@pytest.mark.parametrize("name,opts", [("ce", {}), ("cb", {"cb_beta": 0.9}), ("focal", {"focal_gamma": 2.0}),
+                                       ("ldam", {}), ("balanced-softmax", {}), ("logit-adjust", {"la_tau": 0.5}),
+                                       ("ce", {"drw_epoch": 0}), ("ldam", {"drw_epoch": 0})])
+def test_one_hot_soft_targets_give_the_hard_loss(name, opts):
+    loss = make_loss(name, COUNTS, **opts)
+    logits, targets = torch.tensor(LOGITS) * 3, torch.tensor(TARGETS)
+    torch.testing.assert_close(loss(logits, F.one_hot(targets, 3).float()), loss(logits, targets))
+
+
+def test_mixed_targets_by_hand():
+    """Each loss's mix of its two labels' losses, as mixup defines it (module docstring)."""
+    soft, logits = _soft_targets(), torch.tensor(LOGITS)
+    mixed = {  # loss name -> per-row function of (row, label) -> loss with that label
+        "ce": _ce,
+        "focal": lambda r, y: _focal(r, y, 2.0),
+        "balanced-softmax": lambda r, y: _ce([v + math.log(n / sum(COUNTS)) for v, n in zip(r, COUNTS)], y),
+    }
+    opts = {"focal": {"focal_gamma": 2.0}}
+    for name, per_label in mixed.items():
+        expected = _mean([lam * per_label(r, a) + (1 - lam) * per_label(r, b) for r, (a, b, lam) in zip(LOGITS, MIX)])
+        assert make_loss(name, COUNTS, **opts.get(name, {}))(logits, soft).item() == pytest.approx(expected, rel=1e-5)
+    # cb: the class weights mixed like the losses, sum t w l / sum t w
+    w = _effective_weights(0.9)
+    num = sum(lam * w[a] * _ce(r, a) + (1 - lam) * w[b] * _ce(r, b) for r, (a, b, lam) in zip(LOGITS, MIX))
+    den = sum(lam * w[a] + (1 - lam) * w[b] for a, b, lam in MIX)
+    assert make_loss("cb", COUNTS, cb_beta=0.9)(logits, soft).item() == pytest.approx(num / den, rel=1e-5)
+
+
+def test_ldam_with_mixed_targets_mixes_the_margins_by_hand():
+    loss = make_loss("ldam", COUNTS, ldam_max_m=0.5, ldam_s=30.0)
+    m = [0.5 / 100**0.25, 0.5 / 10**0.25, 0.5]
+    cosines = [[0.9, 0.1, -0.2], [0.0, 0.3, 0.25], [-0.5, 0.6, 0.55], [0.2, -0.1, 0.4]]
+    terms, soft = [], _soft_targets().tolist()
+    for cos, t, (a, b, lam) in zip(cosines, soft, MIX):
+        row = [30.0 * (c - m[j] * t[j]) for j, c in enumerate(cos)]  # margin m_c scaled by t_c
+        terms.append(lam * _ce(row, a) + (1 - lam) * _ce(row, b))
+    value = loss(30.0 * torch.tensor(cosines), torch.tensor(soft)).item()
+    assert value == pytest.approx(_mean(terms), rel=1e-5)
+
+
+def test_label_smoothing_by_hand_and_as_pytorch_defines_it():
+    eps, k = 0.1, len(COUNTS)
+    expected = _mean([(1 - eps) * _ce(r, y) + eps / k * sum(_ce(r, c) for c in range(k))
+                      for r, y in zip(LOGITS, TARGETS)])
+    assert _loss("ce", label_smoothing=eps) == pytest.approx(expected, rel=1e-5)
+    reference = F.cross_entropy(torch.tensor(LOGITS), torch.tensor(TARGETS), label_smoothing=eps)
+    assert _loss("ce", label_smoothing=eps) == pytest.approx(reference.item(), rel=1e-6)
+    # on soft targets too: (1 - eps) * t + eps / K, as F.cross_entropy does
+    soft = _soft_targets()
+    reference = F.cross_entropy(torch.tensor(LOGITS), soft, label_smoothing=eps)
+    value = make_loss("ce", COUNTS, label_smoothing=eps)(torch.tensor(LOGITS), soft)
+    assert value.item() == pytest.approx(reference.item(), rel=1e-6)
+    for name in LOSSES.names():  # every loss takes it, and it changes the value
+        assert _loss(name, label_smoothing=eps) != pytest.approx(_loss(name), rel=1e-4), name
+
+
+@pytest.mark.parametrize("eps", [-0.1, 1.0, float("nan")])
+def test_label_smoothing_outside_zero_one_is_refused(eps):
+    with pytest.raises(ConfigError, match="label_smoothing must be in"):
+        make_loss("ce", COUNTS, label_smoothing=eps)
+
+
+def test_soft_targets_of_another_shape_are_refused():
+    with pytest.raises(ConfigError, match="soft targets of shape"):
+        make_loss("ce", COUNTS)(torch.tensor(LOGITS), torch.zeros(4, 5))
