@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ltkit.device import resolve_device
 from ltkit.errors import ConfigError
@@ -137,3 +138,13 @@ def convert_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         else:
             convert_batchnorm(child, device)
     return model
+
+
+def replicate(net: nn.Module, ctx: DistContext, *, find_unused: bool = False) -> nn.Module:
+    """`net` itself, or under torchrun one DDP replica per process (`find_unused` for modules
+    whose parts sit out some steps)."""
+    if not ctx.active:
+        return net
+    device = ctx.device
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from ltkit import choices, console, distributed, testhooks
@@ -35,12 +34,13 @@ from ltkit.device import resolve_precision, seed_everything
 from ltkit.errors import ConfigError
 from ltkit.losses import LOSSES, LossOptions, make_loss
 from ltkit.models import HEADS, MODELS, Backbone, create_model, is_timm
+from ltkit.recipes import make_mixer, make_optimizer, recipe_tag, validate_recipe
 from ltkit.runoptions import RunOptions
 from ltkit.samplers import SAMPLERS, make_sampler
 from ltkit.scl import SupConLoss, TwoViewDataset
 from ltkit.train_loop import epoch_line, evaluate_model, lr_at, train_one_epoch
 from ltkit.train_state import checkpoint, checkpoint_differs, load_resume_state, restore, training_state
-from ltkit.training_net import TrainingNet, build_training_net
+from ltkit.training_net import build_training_net
 
 __all__ = ["TrainConfig", "default_out", "lr_at", "train_backbone"]
 
@@ -59,12 +59,17 @@ class TrainConfig:
     loss: str = "ce"                       # loss registry name
     loss_options: LossOptions = field(default_factory=LossOptions)  # the loss's own options (ltkit.losses)
     augment: bool = True                   # train-time augmentation (crop, flip, ...) of the data set
+    augment_policy: str = "none"           # + randaugment | trivialaugment | autoaugment[-imagenet] (ltkit.data)
+    mixup: float = 0.0                     # MixUp Beta(alpha, alpha) per batch, soft targets (0: off; 0.2 usual)
+    cutmix: float = 0.0                    # CutMix alpha (0: off; 1.0 usual); with mixup: one of them per batch
     sampler: str = "instance"              # sampler registry name
     epochs: int = 30                       # training epochs
     batch_size: int = 128                  # images per step, over all processes under torchrun
-    lr: float = 0.1                        # peak learning rate (SGD)
-    momentum: float = 0.9                  # SGD momentum
-    weight_decay: float = 5e-4             # L2 weight decay
+    optimizer: str = "sgd"                 # sgd | adamw (ltkit.recipes; adamw usually lr 1e-3, wd 0.05)
+    lr: float = 0.1                        # peak learning rate
+    momentum: float = 0.9                  # SGD momentum; AdamW's beta1
+    weight_decay: float = 5e-4             # weight decay (SGD: L2 in the gradient; AdamW: decoupled)
+    max_norm: float | None = None          # MaxNorm: L2 radius of each class's classifier row (None: off)
     schedule: str = "cosine"               # cosine | step (x0.1 at each milestone)
     milestones: list[int] = field(default_factory=list)  # step schedule epochs; [] -> 80 %, 90 %
     warmup_epochs: int = 1                 # linear warm-up epochs (LDAM-DRW: 5 of 200)
@@ -110,6 +115,7 @@ class TrainConfig:
                               f"{self.scl_temperature} and {self.scl_dim}")
         if self.rsg:
             self._validate_rsg()
+        validate_recipe(self)
         self.run.validate()
 
     def _validate_rsg(self) -> None:
@@ -141,7 +147,7 @@ class TrainConfig:
 def default_out(cfg: TrainConfig) -> Path:
     """Where a checkpoint goes without ``out``: runs/<data>-<profile>/backbone-<arch>-<loss>...pt."""
     tag = f"if{cfg.data.imbalance:g}" if cfg.data.counts is None else "counts"
-    extras = ("-scl" if cfg.scl_weight > 0 else "") + ("-rsg" if cfg.rsg else "")
+    extras = ("-scl" if cfg.scl_weight > 0 else "") + ("-rsg" if cfg.rsg else "") + recipe_tag(cfg)
     return Path("runs") / f"{cfg.data.name}-{tag}" / f"backbone-{cfg.arch}-{cfg.loss}{extras}-s{cfg.seed}.pt"
 
 
@@ -167,7 +173,7 @@ def train_backbone(cfg: TrainConfig, *, out: str | Path | None = None, force: bo
 def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: bool,
            resume: bool) -> Path:
     # 1. data, and its fingerprint: a rerun reuses `out` only for the same options and data
-    splits = build_splits(cfg.data, train_augment=cfg.augment)
+    splits = build_splits(cfg.data, train_augment=cfg.augment, policy=cfg.augment_policy)
     eval_splits = build_splits(cfg.data, train_augment=False)
     fingerprint = data_fingerprint(eval_splits)
     if reuse_existing(out, force, lambda p: checkpoint_differs(p, cfg, fingerprint)):
@@ -187,15 +193,16 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
     sampler = make_sampler(cfg.sampler, splits.train_labels, seed=cfg.seed, epochs=cfg.epochs,
                            rank=ctx.rank, world_size=ctx.world_size)
     loader, val_loader = _loaders(cfg, splits, eval_splits, sampler, ctx, two_views=supcon is not None)
+    mixer = make_mixer(cfg, len(splits.class_names))  # mixup / cutmix on each batch, or None
 
     # 4. optimiser (the schedule is applied per step by lr_at); loss scaling for fp16 only
-    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, net.parameters(), classifier=model.fc)  # MaxNorm after each step
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     # 5. resume from the last completed epoch of this very run
     state = load_resume_state(partial, cfg, fingerprint) if resume else None
     start_epoch, history = restore(state, partial, cfg, model, net, optimizer, scaler)
-    replica = _replicate(net, ctx, find_unused=cfg.rsg)
+    replica = distributed.replicate(net, ctx, find_unused=cfg.rsg)  # RSG sits out some epochs
     snapshot = functools.partial(checkpoint, cfg, model, splits, fingerprint, ctx.world_size)
 
     # 6. epoch loop; the resume state is written atomically after every epoch but the last
@@ -206,7 +213,7 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
             sampler.set_epoch(epoch)
             loss_fn.set_epoch(epoch)
             stats = train_one_epoch(replica, loader, loss_fn, optimizer, scaler, cfg, epoch,
-                                    device, tracker, supcon, precision)
+                                    device, tracker, supcon, precision, mixer)
             last = epoch + 1 == cfg.epochs
             due = last or (cfg.run.eval_every and (epoch + 1) % cfg.run.eval_every == 0)
             if ctx.is_main and due and val_loader is not None:  # validation only: test is evaluate's
@@ -275,16 +282,6 @@ def _loaders(cfg: TrainConfig, splits: Splits, eval_splits: Splits, sampler: Sam
     val_loader = None if eval_splits.val is None else DataLoader(
         eval_splits.val, batch_size=EVAL_BATCH_SIZE, num_workers=workers, pin_memory=pin)
     return loader, val_loader
-
-
-def _replicate(net: TrainingNet, ctx: distributed.DistContext, *, find_unused: bool) -> torch.nn.Module:
-    """`net` itself, or under torchrun one DDP replica per process (RSG leaves parts unused in
-    some epochs: `find_unused`)."""
-    if not ctx.active:
-        return net
-    device = ctx.device
-    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=find_unused)
 
 
 def _save(path: Path, obj: dict[str, Any]) -> None:

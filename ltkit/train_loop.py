@@ -67,10 +67,11 @@ def evaluate_model(model: torch.nn.Module, loader: DataLoader, splits: Splits, d
 
 
 def training_loss(out: TrainOutput, targets: torch.Tensor, loss_fn, supcon: SupConLoss | None,
-                  cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Classification loss on the images and any generated samples, plus the weighted SCL and
-    RSG terms; the parts (unweighted, detached) for the log."""
-    loss = loss_fn(out.logits.float(), out.targets)
+                  cfg: TrainConfig, soft: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Classification loss on the images and any generated samples (on `soft` (B, K) targets
+    of mixed images when given), plus the weighted SCL and RSG terms; the parts (unweighted,
+    detached) for the log."""
+    loss = loss_fn(out.logits.float(), out.targets if soft is None else soft)
     parts: dict[str, torch.Tensor] = {}
     if supcon is not None or out.cesc_loss is not None:
         parts["cls_loss"] = loss
@@ -85,9 +86,11 @@ def training_loss(out: TrainOutput, targets: torch.Tensor, loss_fn, supcon: SupC
 
 def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: TrainConfig, epoch: int,
                     device: torch.device, tracker, supcon: SupConLoss | None = None,
-                    precision: str = "fp32") -> dict[str, float]:
+                    precision: str = "fp32", mixer=None) -> dict[str, float]:
     """One pass over `loader`, the rate set per step by `lr_at`; the epoch's mean loss (and its
-    parts), accuracy on the real images, its seconds, and RSG's generated count."""
+    parts), accuracy on the real images, its seconds, and RSG's generated count. `mixer`
+    (mixup / cutmix, `ltkit.recipes`) mixes each batch: the loss gets the soft targets, the
+    accuracy counts the largest share of each target as its label."""
     net.train()
     start = time.perf_counter()
     total_loss, correct, seen, steps = 0.0, 0, 0, len(loader)
@@ -101,11 +104,15 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: TrainConfig, e
         targets = targets.to(device, non_blocking=True)  # (B,)
         if images.dim() == 5:
             images, targets = stack_views(images, targets)  # (2B, C, H, W), (2B,)
+        soft = None
+        if mixer is not None:
+            images, soft = mixer(images, targets)  # (B, C, H, W) mixed, (B, K) soft targets
+            targets = soft.argmax(1)  # (B,) the label of the largest share, for the accuracy
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
             out = net(images, targets, epoch)
-            loss, parts = training_loss(out, targets, loss_fn, supcon, cfg)
+            loss, parts = training_loss(out, targets, loss_fn, supcon, cfg, soft)
         if not torch.isfinite(loss):
             raise ConfigError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
                               "lower --lr or check the data")

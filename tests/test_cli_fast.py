@@ -68,17 +68,20 @@ def _registries() -> list[tuple[Registry, tuple[str, ...]]]:
     from ltkit.augment import AUGMENTERS
     from ltkit.classifiers import HEAD_KINDS
     from ltkit.data import DATASETS
+    from ltkit.data.transforms import POLICIES
     from ltkit.losses import LOSSES
     from ltkit.methods import CLASSIFIERS
     from ltkit.models import HEADS, MODELS
+    from ltkit.recipes import OPTIMIZERS
     from ltkit.samplers import SAMPLERS
 
     return [(DATASETS, choices.DATASETS), (MODELS, choices.BACKBONES), (HEADS, choices.HEADS),
             (LOSSES, choices.LOSSES), (SAMPLERS, choices.SAMPLERS), (AUGMENTERS, choices.AUGMENTERS),
-            (CLASSIFIERS, choices.CLASSIFIERS), (HEAD_KINDS, choices.HEAD_KINDS)]
+            (CLASSIFIERS, choices.CLASSIFIERS), (HEAD_KINDS, choices.HEAD_KINDS),
+            (OPTIMIZERS, choices.OPTIMIZERS), (POLICIES, choices.AUGMENT_POLICIES)]
 
 
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(10))
 def test_each_registry_holds_exactly_its_torch_free_names(index):
     registry, declared = _registries()[index]
     assert registry.declared == declared

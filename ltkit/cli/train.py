@@ -96,16 +96,35 @@ def train_backbone_cmd(
     drw_epoch: Annotated[int | None, typer.Option(
         "--drw-epoch", help="Deferred re-weighting from this epoch on (0-based; default off).",
         rich_help_panel=LOSS)] = None,
+    label_smoothing: Annotated[float, typer.Option(
+        "--label-smoothing", help="Label smoothing eps in [0, 1) with any loss (0.1 usual; 0: off).",
+        rich_help_panel=LOSS)] = 0.0,
     augment: Annotated[bool, typer.Option(
         "--augment/--no-augment", help="Train-time augmentation (random crop, flip, ...).", rich_help_panel=DATA)
     ] = True,
+    augment_policy: Annotated[str, choice("--augment-policy", "Automatic augmentation after crop and flip",
+                                          choices.AUGMENT_POLICIES, panel=DATA,
+                                          note="autoaugment: the CIFAR-10 policy.")] = "none",
+    mixup: Annotated[float, typer.Option(
+        "--mixup", help="Mixup on each batch: Beta(ALPHA, ALPHA) mixing weights (0.2 usual; 0: off).",
+        rich_help_panel=DATA)] = 0.0,
+    cutmix: Annotated[float, typer.Option(
+        "--cutmix", help="CutMix on each batch with this ALPHA (1.0 usual; 0: off); with --mixup one of the two "
+                         "per batch.", rich_help_panel=DATA)] = 0.0,
     sampler: Annotated[str, choice("--sampler", "Sampler", choices.SAMPLERS, panel=SAMPLER)] = "instance",
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.", rich_help_panel=OPTIMISER)] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.", rich_help_panel=OPTIMISER)] = 128,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (SGD).", rich_help_panel=OPTIMISER)] = 0.1,
-    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=OPTIMISER)] = 0.9,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay.", rich_help_panel=OPTIMISER)
-                            ] = 5e-4,
+    optimizer: Annotated[str, choice("--optimizer", "Optimiser", choices.OPTIMIZERS, panel=OPTIMISER,
+                                     note="adamw: usually --lr 1e-3 --weight-decay 0.05.")] = "sgd",
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.", rich_help_panel=OPTIMISER)] = 0.1,
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum; adamw: beta1.",
+                                            rich_help_panel=OPTIMISER)] = 0.9,
+    weight_decay: Annotated[float, typer.Option(
+        "--weight-decay", help="Weight decay (adamw: decoupled; weight balancing's first stage: 5e-3).",
+        rich_help_panel=OPTIMISER)] = 5e-4,
+    max_norm: Annotated[float | None, typer.Option(
+        "--max-norm", help="MaxNorm: after each step, cap each class's linear-classifier weights at this L2 "
+                           "radius (default off).", rich_help_panel=OPTIMISER)] = None,
     schedule: Annotated[str, choice("--schedule", "Learning-rate schedule after warm-up", choices.TRAIN_SCHEDULES,
                                     panel=OPTIMISER)] = "cosine",
     milestones: Annotated[str | None, typer.Option(
@@ -165,6 +184,9 @@ def train_backbone_cmd(
     GPUs, gloo on CPUs; --batch-size is the global batch).
 
     SCL + RSG + LDAM: --loss ldam --drw-epoch E --scl-weight W --rsg.
+
+    Phase-I recipes (docs/training.md): --mixup / --cutmix, --augment-policy, --label-smoothing,
+    --optimizer adamw, weight balancing's first stage: --lr 0.01 --weight-decay 5e-3 [--max-norm R].
     """
     from ltkit.losses import LossOptions
     from ltkit.runoptions import RunOptions
@@ -175,11 +197,13 @@ def train_backbone_cmd(
                          train_list, val_list, test_list, image_size, num_classes, n_max,
                          bound_per_class)
         loss_options = LossOptions(focal_gamma=focal_gamma, cb_beta=cb_beta, ldam_max_m=ldam_max_m,
-                                   ldam_s=ldam_s, la_tau=la_tau, drw_epoch=drw_epoch)
+                                   ldam_s=ldam_s, la_tau=la_tau, drw_epoch=drw_epoch,
+                                   label_smoothing=label_smoothing)
         cfg = TrainConfig(data=spec, arch=arch, head=head, pretrained=pretrained, loss=loss,
-                          loss_options=loss_options, augment=augment, sampler=sampler,
-                          epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                          weight_decay=weight_decay, schedule=schedule,
+                          loss_options=loss_options, augment=augment, augment_policy=augment_policy,
+                          mixup=mixup, cutmix=cutmix, sampler=sampler, epochs=epochs,
+                          batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+                          weight_decay=weight_decay, max_norm=max_norm, schedule=schedule,
                           milestones=parse_int_list(milestones, "--milestones") or [],
                           warmup_epochs=warmup_epochs, seed=seed, amp=amp,
                           scl_weight=scl_weight, scl_temperature=scl_temperature, scl_dim=scl_dim,

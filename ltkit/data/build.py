@@ -23,10 +23,11 @@ def _normalisation(spec: DatasetSpec, source: SourceData) -> None:
         setattr(source, name, tuple(float(v) for v in values))
 
 
-def build_splits(spec: DatasetSpec, *, train_augment: bool = True) -> Splits:
+def build_splits(spec: DatasetSpec, *, train_augment: bool = True, policy: str = "none") -> Splits:
     """Train / val / test datasets of `spec` (see `ltkit.data.profile` for the protocol).
 
-    `train_augment=False` gives the training split with the evaluation transform (for extract).
+    `train_augment=False` gives the training split with the evaluation transform (for extract);
+    `policy` adds an automatic augmentation policy to the training transform (`POLICIES`).
     The validation split comes from the training images the profile left out, or, for an
     imagefolder source with its own val/ folder or val list, is that split; never trained on.
     """
@@ -44,7 +45,7 @@ def build_splits(spec: DatasetSpec, *, train_augment: bool = True) -> Splits:
     selection = select_long_tail(labels, counts, val_per_class=carve, bound_per_class=spec.bound_per_class,
                                  seed=spec.selection_seed, class_names=names)
 
-    train_tf = make_transform(source, train=train_augment)
+    train_tf = make_transform(source, train=train_augment, policy=policy)
     eval_tf = make_transform(source, train=False)
     val, val_labels = None, None
     if selection.val is not None:
