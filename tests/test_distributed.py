@@ -149,3 +149,24 @@ def test_killed_torchrun_resumes_to_the_weights_of_an_unbroken_run(tmp_path):
     b = torch.load(out, weights_only=True)["model_state"]
     for key, value in a.items():
         torch.testing.assert_close(b[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
+                    reason="torchrun not installed")
+def test_two_gloo_processes_train_the_phase1_recipes_repeatably(tmp_path):
+    """Mixup + CutMix on each rank's share of the batch, RandAugment in a DataLoader worker per
+    rank, MaxNorm after each step: the run finishes, records them, and repeats exactly."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    recipe = ["--mixup", "0.2", "--cutmix", "1.0", "--augment", "--augment-policy", "randaugment",
+              "--workers", "1", "--max-norm", "0.5", "--lr", "0.05"]
+    outs = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    for out in outs:
+        run = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "ltkit",
+                              *ARGS, *recipe, "--out", str(out)], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+    a, b = (torch.load(out, weights_only=True) for out in outs)
+    assert a["world_size"] == 2 and a["config"]["mixup"] == 0.2 and a["config"]["augment_policy"] == "randaugment"
+    assert a["model_state"]["fc.weight"].norm(dim=1).max() <= 0.5 + 1e-5
+    for key, value in a["model_state"].items():
+        assert torch.equal(b["model_state"][key], value), key
