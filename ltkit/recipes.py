@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from ltkit.train import TrainConfig
 
 Params = Iterable[nn.Parameter]
-OPTIMIZERS: Registry[Callable[[Params, TrainConfig], torch.optim.Optimizer]] = Registry("optimizer", declared=choices.OPTIMIZERS)
+OptimizerFactory = Callable[[Params, "TrainConfig"], torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer", declared=choices.OPTIMIZERS)
 
 
 @OPTIMIZERS.register("sgd")

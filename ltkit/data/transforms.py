@@ -23,7 +23,8 @@ from ltkit.errors import ConfigError
 from ltkit.registry import Registry
 
 AUGMENTS = ("crop", "resized-crop")
-POLICIES: Registry = Registry("augmentation policy", declared=choices.AUGMENT_POLICIES)  # name -> () -> v2 transform, or None for none
+# name -> () -> a v2 transform, or None for none
+POLICIES: Registry = Registry("augmentation policy", declared=choices.AUGMENT_POLICIES)
 POLICIES.register("none")(lambda: None)
 POLICIES.register("randaugment")(v2.RandAugment)  # Cubuk et al.: 2 ops of magnitude 9 of 31
 POLICIES.register("trivialaugment")(v2.TrivialAugmentWide)  # Mueller & Hutter: 1 op, random magnitude
