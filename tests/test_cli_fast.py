@@ -160,6 +160,17 @@ def test_tau_reads_the_same_in_both_stages(stage):
     assert result.exit_code == 2 and "--tau takes a number >= 0 (e.g. 1.0) or auto, got 'abc'" in result.stderr
 
 
+def test_tau_defaults_the_same_way_in_both_stages():
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    defaults = {stage: next(p for p in commands[stage].params if p.name == "tau").default
+                for stage in ("evaluate", "augment-finetune")}
+    assert defaults == {"evaluate": None, "augment-finetune": None}
+    for stage in defaults:
+        assert "Not given, in every stage: a tau-norm classifier takes auto" in " ".join(_help(stage).split())
+
+
 @pytest.mark.parametrize("stage", ["evaluate", "plot-features"])
 def test_split_is_the_store_split_everywhere(stage):
     text = " ".join(_help(stage).split())

@@ -47,7 +47,8 @@ Out = Annotated[Path | None, typer.Option("--out", "-o", help="Path of the artif
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.",
                                     rich_help_panel=OUTPUT)]
 TAU_HELP = ("the tau-normalisation exponent (W_k / ||W_k||^tau, bias dropped): a number >= 0, or auto (chosen on the "
-            "validation split by balanced accuracy, 0..2 step 0.1).")
+            "validation split by balanced accuracy, 0..2 step 0.1). Not given, in every stage: a tau-norm classifier "
+            "takes auto, any other classifier is left as it is.")
 
 
 def parse_tau(text: str | None) -> float | str | None:

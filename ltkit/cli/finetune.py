@@ -15,7 +15,7 @@ from ltkit.cli.helpstyle import BATCHES, INPUT, METHOD, OPTIMISER, RUN, choice, 
 from ltkit.errors import ConfigError
 
 
-def _finetune_tau(text: str) -> float | None:
+def _finetune_tau(text: str | None) -> float | None:
     """FinetuneConfig's tau: an exponent, or None for auto (chosen on the validation split)."""
     value = parse_tau(text)
     return None if value in (None, "auto") else value
@@ -62,8 +62,8 @@ def augment_finetune_cmd(
                                           rich_help_panel=METHOD)] = 0.2,
     scale: Annotated[float, typer.Option("--scale", help="cloud: cosine logit scale (a cosine Phase-I head keeps its "
                                                          "own).", rich_help_panel=METHOD)] = 16.0,
-    tau: Annotated[str, typer.Option("--tau", help=f"tau-norm: {TAU_HELP}", rich_help_panel=METHOD,
-                                     autocompletion=completer(["auto"]))] = "auto",
+    tau: Annotated[str | None, typer.Option("--tau", help=f"tau-norm: {TAU_HELP}", rich_help_panel=METHOD,
+                                            autocompletion=completer(["auto"]))] = None,
     ncm_metric: Annotated[str, choice("--ncm-metric", "ncm: distance", choices.NCM_METRICS, panel=METHOD)
                           ] = "cosine",
     method_option: Annotated[list[str] | None, typer.Option("--method-option", help="NAME=VALUE: an option of the "
