@@ -1,12 +1,14 @@
-"""``auto`` augmenter options: chosen on the validation split by the stage itself, never on test.
+"""``auto`` options: chosen on the validation split by the stage itself, never on test.
 
-An option left ``auto`` (by default FSA's thresholds, mixing range and tail / head draws) is
-chosen among the points of the augmenter's ``auto_grid`` (`ltkit.augment.fsa`): one
+An option left ``auto`` (by default FSA's thresholds, mixing range and tail / head draws,
+H2T's fusion ratio, and a method's own options such as wb's weight decay and MaxNorm
+radius) is chosen among the points of the augmenter's ``auto_grid`` (`ltkit.augment.fsa`)
+times those of the method's ``val_grid`` (`ltkit.methods`): one
 classifier per point, trained on the run's bank with the run's method and schedule, scored
 by balanced accuracy on the store's validation split; the best point wins, ties to the
 earlier one (the first is the fixed default of before). Options given a value keep it (grid
 points that differ only in those collapse into one). An augmenter without a grid takes the
-fixed values `AUTO_FIXED` for its ``auto`` options, training nothing.
+fixed values `AUTO_FIXED` for the ``auto`` options its grid does not set, training nothing.
 
 The choice is made with one seed (`SELECTION_SEED`) whatever the run's seed, so every seed
 of a sweep trains with the same options; and it is remembered for the process, so a sweep
@@ -17,6 +19,7 @@ artifact (``options["auto_choice"]``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from typing import Any
@@ -24,33 +27,51 @@ from typing import Any
 import torch
 
 from ltkit import console
-from ltkit.augment import AUGMENTERS, AUTO_FIXED
+from ltkit.augment import AUGMENTERS, AUTO, AUTO_FIXED
 from ltkit.augment.bank import FeatureBank
 from ltkit.classifiers import Classifier
 from ltkit.finetune_config import FinetuneConfig, method_name
+from ltkit.methods import CLASSIFIERS
 
 SELECTION_SEED = 0  # the seed of every trial run; the chosen options then serve every seed
 _chosen: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}  # memo key -> (point, rows)
 
 
 def grid_points(cfg: FinetuneConfig) -> list[dict[str, Any]]:
-    """The distinct values of ``cfg``'s ``auto`` options over its augmenter's grid, in grid order."""
-    auto = cfg.batches.auto_fields()
+    """The distinct values of ``cfg``'s ``auto`` options over its augmenter's grid, in grid
+    order, times those of its method's ``val_grid`` (method options left ``auto``)."""
+    auto = [name for name in cfg.batches.auto_fields() if name in _gridded(cfg)]
     grid = getattr(AUGMENTERS.get(cfg.augment), "auto_grid", ()) if auto else ()
     points: list[dict[str, Any]] = []
     for point in grid:
         chosen = {name: point[name] for name in auto}
         if chosen not in points:
             points.append(chosen)
-    return points
+    method = CLASSIFIERS.get(cfg.classifier)
+    names = [name for name in method.val_grid if cfg.method_options.get(name) == AUTO]
+    if not names:
+        return points
+    own = [dict(zip(names, values)) for values in itertools.product(*(method.val_grid[n] for n in names))]
+    return [a | b for a in (points or [{}]) for b in own]
+
+
+def _gridded(cfg: FinetuneConfig) -> set[str]:
+    """The AugmentConfig fields the augmenter's grid sets."""
+    return {name for point in getattr(AUGMENTERS.get(cfg.augment), "auto_grid", ()) for name in point}
+
+
+def at_point(cfg: FinetuneConfig, point: dict[str, Any]) -> FinetuneConfig:
+    """``cfg`` with a grid point's values: method options into ``method_options``, the rest by name."""
+    method = CLASSIFIERS.get(cfg.classifier)
+    own = {k: v for k, v in point.items() if k in method.options}
+    rest = {k: v for k, v in point.items() if k not in own}
+    return cfg.replace(**rest, **({"method_options": cfg.method_options | own} if own else {}))
 
 
 def without_training(cfg: FinetuneConfig) -> FinetuneConfig:
-    """``cfg`` with the ``auto`` options of an augmenter without a grid set to `AUTO_FIXED`."""
-    auto = cfg.batches.auto_fields()
-    if not auto or grid_points(cfg):
-        return cfg
-    return cfg.replace(**{name: AUTO_FIXED[name] for name in auto})
+    """``cfg`` with the ``auto`` options its augmenter's grid does not set fixed to `AUTO_FIXED`."""
+    fixed = {name: AUTO_FIXED[name] for name in cfg.batches.auto_fields() if name not in _gridded(cfg)}
+    return cfg.replace(**fixed) if fixed else cfg
 
 
 def choose(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
@@ -66,7 +87,7 @@ def choose(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
     if val is None:
         console.warn(f"{method_name(cfg)}: no validation split to choose {', '.join(points[0])} on; "
                      f"using {_words(points[0])} (extract with validation images, or give the options)")
-        return cfg.replace(**points[0]), []
+        return at_point(cfg, points[0]), []
     trial_cfg = cfg.replace(seed=SELECTION_SEED)
     memo = json.dumps([key, trial_cfg.to_options()], sort_keys=True, default=str)
     if memo not in _chosen:
@@ -74,13 +95,13 @@ def choose(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
                     f"among {len(points)} settings (seed {SELECTION_SEED})")
         rows = []
         for point in points:  # a loop over configurations
-            clf, _ = finetune_classifier(bank, phase1, trial_cfg.replace(**point))
+            clf, _ = finetune_classifier(bank, phase1, at_point(trial_cfg, point))
             rows.append(point | {"val_acc": accuracy_on(clf, *val)})
         best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc"], -i))  # ties: the earlier point
         _chosen[memo] = (points[best], rows)
     point, rows = _chosen[memo]
     console.log(f"{method_name(cfg)}: chose {_words(point)} on validation")
-    return cfg.replace(**point), rows
+    return at_point(cfg, point), rows
 
 
 def data_key(store_path: str, table) -> str:

@@ -18,9 +18,11 @@ LOSSES = ("balanced-softmax", "cb", "ce", "focal", "ldam", "logit-adjust")  # lt
 SAMPLERS = ("class-balanced", "instance", "progressive", "sqrt")  # ltkit.samplers
 OPTIMIZERS = ("adamw", "sgd")  # ltkit.recipes: train-backbone --optimizer
 AUGMENT_POLICIES = ("autoaugment", "autoaugment-imagenet", "none", "randaugment", "trivialaugment")  # ltkit.data
-AUGMENTERS = ("class-balanced", "cloud", "fsa", "none")  # ltkit.augment
-CLASSIFIERS = ("crt", "linear", "logit-adjust", "lws", "ncm", "tau-norm")  # ltkit.methods (augment-finetune)
-HEAD_KINDS = ("cosine", "cosine-adjusted", "linear", "lws", "ncm")  # ltkit.classifiers: how a classifier scores
+AUGMENTERS = ("class-balanced", "cloud", "fsa", "h2t", "instance", "none")  # ltkit.augment
+# ltkit.methods (augment-finetune)
+CLASSIFIERS = ("crt", "disalign", "la-loss", "linear", "logit-adjust", "lws", "ncm", "tau-norm", "wb")
+# ltkit.classifiers: how a classifier scores
+HEAD_KINDS = ("cosine", "cosine-adjusted", "disalign", "linear", "lws", "ncm")
 FINETUNE_HEADS = ("linear", "spatial")  # ltkit.heads: what a Phase-II head reads (augment-finetune --head)
 
 # Fixed choices (checked where they are used, each against the tuple here).

@@ -47,15 +47,17 @@ class HeadKind:
 
     logits: Callable[[Classifier, torch.Tensor], torch.Tensor]  # (clf, pooled (B, C) float32) -> (B, K)
     needs: tuple[str, ...] = ()  # of "scale", "class_scale": entries its state must hold
+    aux: tuple[tuple[str, str], ...] = ()  # its own tensors (clf.aux): (name, shape: "K", "C" or "1")
 
 
 HEAD_KINDS: Registry[HeadKind] = Registry("classifier kind", declared=choices.HEAD_KINDS)
 
 
-def register_kind(name: str, *, needs: tuple[str, ...] = ()):
-    """Decorator: ``fn(clf, x) -> logits`` scores the classifiers of kind ``name``."""
+def register_kind(name: str, *, needs: tuple[str, ...] = (), aux: tuple[tuple[str, str], ...] = ()):
+    """Decorator: ``fn(clf, x) -> logits`` scores the classifiers of kind ``name``; ``aux``: the
+    kind's own tensors, (name, shape) with shape "K" (one per class), "C" (one per channel) or "1"."""
     def decorator(fn):
-        HEAD_KINDS.register(name)(HeadKind(fn, needs))
+        HEAD_KINDS.register(name)(HeadKind(fn, needs, aux))
         return fn
     return decorator
 
@@ -63,7 +65,7 @@ def register_kind(name: str, *, needs: tuple[str, ...] = ()):
 class Classifier(nn.Module):
     def __init__(self, kind: str, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                  scale: float | None = None, class_scale: torch.Tensor | None = None,
-                 metric: str = "cosine"):
+                 metric: str = "cosine", aux: dict[str, torch.Tensor] | None = None):
         super().__init__()
         needs = HEAD_KINDS.get(kind).needs  # ConfigError listing the kinds when unknown
         if kind == "ncm" and metric not in NCM_METRICS:
@@ -77,6 +79,7 @@ class Classifier(nn.Module):
             self.class_scale = nn.Parameter(init.detach().clone().float())  # (K,)
         else:
             self.class_scale = None
+        self.aux = nn.ParameterDict({k: nn.Parameter(v.detach().clone().float()) for k, v in (aux or {}).items()})
 
     @property
     def num_classes(self) -> int:
@@ -103,12 +106,14 @@ class Classifier(nn.Module):
         return {"kind": self.kind, "metric": self.metric, "scale": self.scale,
                 "weight": self.weight.detach().cpu(),
                 "bias": None if self.bias is None else self.bias.detach().cpu(),
-                "class_scale": None if self.class_scale is None else self.class_scale.detach().cpu()}
+                "class_scale": None if self.class_scale is None else self.class_scale.detach().cpu(),
+                **({"aux": {k: v.detach().cpu() for k, v in self.aux.items()}} if len(self.aux) else {})}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Classifier:
         return cls(state["kind"], state["weight"], state.get("bias"), scale=state.get("scale"),
-                   class_scale=state.get("class_scale"), metric=state.get("metric") or "cosine")
+                   class_scale=state.get("class_scale"), metric=state.get("metric") or "cosine",
+                   aux=state.get("aux"))
 
     @classmethod
     def from_store(cls, store) -> Classifier:
@@ -253,7 +258,13 @@ def _state_problem(state: Any) -> str | None:
     for need in HEAD_KINDS.get(state["kind"]).needs:
         if state.get(need) is None:
             return f"a {state['kind']} classifier without its {need}"
-    tensors = [t for t in (weight, state.get("bias"), state.get("class_scale")) if t is not None]
+    aux = state.get("aux") or {}
+    want = dict(HEAD_KINDS.get(state["kind"]).aux)
+    sizes = {"K": k, "C": weight.shape[1], "1": 1}
+    if not isinstance(aux, dict) or set(aux) != set(want) or not all(
+            isinstance(aux[n], torch.Tensor) and aux[n].shape == (sizes[want[n]],) for n in want):
+        return f"its own tensors are not {', '.join(want) or 'none'}, each of its shape"
+    tensors = [t for t in (weight, state.get("bias"), state.get("class_scale"), *aux.values()) if t is not None]
     if not all(t.is_floating_point() for t in tensors):
         return "its weights are not floating-point numbers"
     if not all(bool(torch.isfinite(t.float()).all()) for t in tensors):  # in float32, as it computes

@@ -11,7 +11,7 @@ The classifier methods (linear, crt, lws, tau-norm, ncm, ...) are registered cla
 defaults (`check_combination` refuses a pair that cannot work). Today's matrix:
 
 | --augment \\ --classifier | linear | crt | lws | tau-norm | ncm |
-| fsa, none, class-balanced | yes    | yes | yes | none only | none only |
+| fsa, none, class-balanced, h2t, instance | yes | yes | yes | none only | none only |
 | cloud (needs cosine)      | yes: cosine from the Phase-I directions | yes: cosine, re-initialised | no | no | no |
 
 An augmenter with ``needs_cosine`` trains a cosine classifier with an additive angular
@@ -123,11 +123,12 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
     device = bank.device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     augmenter = make_augmenter(cfg.augment, bank, cfg.batches, cls=augmenter_class(cfg.head, cfg.augment))
-    clf, params = get_method(cfg.classifier).initial(final_base(phase1, cfg), cfg,
-                                                     cosine=augmenter.needs_cosine, generator=generator)
+    method = get_method(cfg.classifier)
+    clf, params = method.initial(final_base(phase1, cfg), cfg, cosine=augmenter.needs_cosine, generator=generator)
     clf, params = HEADS.get(cfg.head).build(clf, params, bank, cfg)
     clf.to(device).train()
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=method.weight_decay(cfg))
+    criterion = method.criterion(cfg, bank.class_counts)  # (logits, labels) -> loss; CE unless the method says
     is_tail = bank.tail_row >= 0  # (K,)
     stats = torch.zeros(5, device=device, dtype=torch.float64)  # loss sum, tail hits/n, head hits/n
     history: list[dict[str, Any]] = []
@@ -141,10 +142,11 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
                 group["lr"] = lr
             x, y = next(batches)  # (B, C), (B,)
             logits = margin_logits(clf, x, y, cfg.margin) if augmenter.needs_cosine else clf(x)
-            loss = F.cross_entropy(logits, y)
+            loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            method.project(clf)  # a projected-gradient constraint (wb's MaxNorm); nothing for most
             testhooks.pause_at("iteration", it)
             with torch.no_grad():  # running accuracy on the batch, before this step's update
                 hit, tail = (logits.argmax(1) == y).double(), is_tail[y].double()  # (B,), (B,)

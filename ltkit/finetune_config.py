@@ -86,6 +86,9 @@ class FinetuneConfig:
             raise ConfigError("--margin must lie in [0, pi/2) and --scale be positive")
         if self.tau is not None and not (math.isfinite(self.tau) and self.tau >= 0):
             raise ConfigError(f"--tau must be a finite number >= 0 (or auto), got {self.tau}")
+        if "weight_decay" in method.options and self.weight_decay != FinetuneConfig.weight_decay:
+            raise ConfigError(f"--classifier {self.classifier} chooses its own weight decay: give "
+                              "--method-option weight_decay=VALUE (or leave it to auto), not --weight-decay")
         unknown = sorted(set(self.method_options) - set(method.options))
         if unknown:
             raise ConfigError(f"--method-option {unknown[0]}: classifier {self.classifier} has no such "

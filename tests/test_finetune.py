@@ -55,6 +55,8 @@ def allowed(augment: str, classifier: str) -> bool:
     """The documented matrix: a training-free method takes no batches."""
     if not CLASSIFIERS.get(classifier).trains:
         return augment == "none"
+    if CLASSIFIERS.get(classifier).augments is not None:  # re-balances through its loss: instance batches
+        return augment in CLASSIFIERS.get(classifier).augments
     if augment == "cloud":
         return classifier in ("linear", "crt")
     return True
@@ -302,7 +304,7 @@ def test_cli_from_a_store_builds_the_table_and_says_so(tmp_path):
     (["--batch-size", "100"], "does not fit a balanced batch"),
     (["--classifier", "ncm", "--augment", "fsa"], "needs no training batches"),
     (["--augment", "cloud", "--classifier", "lws"], "cosine classifier"),
-    (["--augment", "mixup"], "unknown augmenter 'mixup'; valid names: class-balanced, cloud, fsa, none"),
+    (["--augment", "mixup"], "unknown augmenter 'mixup'; valid names: class-balanced, cloud, fsa, h2t, instance, none"),
     (["--tau-s", "1.0"], "--tau-s must lie strictly between 0 and 1"),
 ])
 def test_cli_bad_options_are_one_clear_line(table_path, tmp_path, args, message):

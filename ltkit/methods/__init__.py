@@ -10,20 +10,31 @@ Two kinds:
 - training-free (``trains = False``): `make` builds the classifier from the store (and the
   validation split) directly; it takes ``--augment none`` only, and no confusing-class table.
 
+A trained method may also say how it learns: its loss (`criterion`, built once from the
+training class counts; plain cross-entropy unless it says otherwise), a projection after each
+step (`project`, e.g. weight balancing's MaxNorm), its weight decay (`weight_decay`), and the
+augmenters whose batches it can learn from (``augments``; e.g. a re-weighted loss wants
+instance-sampled batches, not batches balanced already).
+
 A new method is one new module in this package that subclasses `Method` and registers itself
 with ``@CLASSIFIERS.register(NAME)``; its own options (``options``: name -> default) are given
-as ``--method-option NAME=VALUE`` and reach it as ``cfg.method_options``. The tests are
+as ``--method-option NAME=VALUE`` and reach it as ``cfg.method_options``. An option listed in
+``val_grid`` may be ``auto``: the stage then chooses it on the validation split with the augmenter's
+``auto`` options (`ltkit.augment_auto`: one classifier per point of the grids' product, the
+best kept, ties to the first, every grid listing the paper's value first). The tests are
 parametrised over the registry.
 """
 
 from __future__ import annotations
 
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from ltkit import choices
 from ltkit.errors import ConfigError
@@ -58,6 +69,8 @@ class Method:
     schedule: ClassVar[dict[str, Any]] = KANG  # its defaults: lr, batch_size, schedule, iterations | epochs
     options: ClassVar[dict[str, Any]] = {}     # its own options, name -> default (--method-option)
     reinitialises: ClassVar[bool] = False      # draws a new final layer (any width), not the Phase-I one
+    val_grid: ClassVar[dict[str, tuple]] = {}  # its options that `auto` chooses on val: name -> values tried
+    augments: ClassVar[tuple[str, ...] | None] = None  # augmenters it can train on (None: any)
 
     def method_name(self, augment: str) -> str:
         """The run's name (file names, reports): ``AUGMENT-NAME`` unless the method says otherwise."""
@@ -69,6 +82,18 @@ class Method:
     def initial(self, phase1, cfg, *, cosine: bool, generator: torch.Generator):
         """(classifier to train, its trained parameters), for a trained method."""
         raise NotImplementedError
+
+    def criterion(self, cfg, counts: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The training loss ``(logits (B, K), labels (B,)) -> scalar``, from the training
+        class counts (K,) and the resolved ``cfg``: cross-entropy unless the method says otherwise."""
+        return F.cross_entropy
+
+    def weight_decay(self, cfg) -> float:
+        """The SGD weight decay it trains with (the stage's --weight-decay unless it chooses its own)."""
+        return cfg.weight_decay
+
+    def project(self, clf) -> None:
+        """Called after every SGD step (in place; under torch.no_grad): a projected-gradient method's constraint."""
 
     def make(self, inputs: FitInputs):
         """(classifier, history, cfg with what was chosen filled in), for a training-free method."""
@@ -89,6 +114,25 @@ class TrainingFreeMethod(Method):
 CLASSIFIERS: Registry[type[Method]] = Registry("classifier", declared=choices.CLASSIFIERS)
 
 
+def check_number(options: dict[str, Any], name: str, low: float, high: float, *, auto: bool = True) -> None:
+    """ConfigError unless option ``name`` is a number in [low, high] (or ``auto``, when it may be)."""
+    value = options[name]
+    if auto and value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"--method-option {name}={value}: give a number in [{low}, {high}]"
+                          + (", or auto (chosen on the validation split)" if auto else ""))
+
+
+def number(cfg, name: str) -> float:
+    """The method option ``name`` of a resolved ``cfg`` as a number; ConfigError if still auto."""
+    value = cfg.method_options[name]
+    if value == "auto":
+        raise ConfigError(f"{name}=auto is chosen on the validation split by augment-finetune "
+                          "(ltkit.finetune.fit); give a number to train one classifier")
+    return float(value)
+
+
 def get_method(name: str) -> Method:
     return CLASSIFIERS.get(name)()
 
@@ -106,6 +150,10 @@ def check_combination(augment: str, classifier: str, phase1_kind: str) -> None:
     if not method.trains and augment != "none":
         raise ConfigError(f"--classifier {classifier} needs no training batches, so --augment "
                           f"{augment} would do nothing; use --augment none (or leave it out)")
+    if method.augments is not None and augment not in method.augments:
+        raise ConfigError(f"--classifier {classifier} re-balances through its own loss on instance-sampled "
+                          f"batches; --augment {augment} would re-balance twice: use --augment "
+                          f"{' or '.join(method.augments)} (or leave it out)")
     if aug.needs_cosine and not method.takes_cosine:
         takers = " or ".join(n for n, c in CLASSIFIERS.items() if c.takes_cosine)
         raise ConfigError(f"--augment {augment} trains a cosine classifier with an angular margin: "
