@@ -12,7 +12,14 @@ Registered:
 - ``none``: the same balanced batches without augmentation (the paper's "No Aug");
 - ``class-balanced``: Kang et al.'s class-balanced sampling over all classes, no augmentation;
 - ``cloud``: Liu et al.'s feature cloud around tail samples (trains a cosine classifier with an
-  angular margin).
+  angular margin);
+- ``instance``: uniform over the training images (the natural, long-tailed distribution), for
+  the methods that re-balance through their loss (la-loss, wb, disalign);
+- ``h2t``: Li et al.'s head-to-tail fusion: a share of a class-balanced sample's channels
+  replaced by an instance-drawn sample's, the balanced sample's label kept.
+
+An augmenter may list the points its ``auto`` options are chosen among on the validation
+split (``auto_grid``; `ltkit.augment_auto`).
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ TAU_S, TAU_G, DRAW = choices.TAU_S, choices.TAU_G, choices.DRAW
 # the augmenter's ``auto_grid`` (`ltkit.augment_auto`); an augmenter without a grid takes
 # these fixed values for it.
 AUTO = choices.AUTO
-AUTO_FIXED = {"tau_s": TAU_S, "tau_g": TAU_G, "gamma_min": 0.0, "tail_draw": DRAW, "head_draw": DRAW}
+AUTO_FIXED = {"tau_s": TAU_S, "tau_g": TAU_G, "gamma_min": 0.0, "tail_draw": DRAW, "head_draw": DRAW,
+              "fusion_ratio": 0.25}
 
 
 @dataclass
@@ -49,6 +57,7 @@ class AugmentConfig:
     tail_draw: str = DRAW          # instance: uniform over tail images; class: a tail class, then an image
     head_draw: str = DRAW          # the same for the head half of the batch
     use_views: bool = True         # draw a random stored view per image when the store has views
+    fusion_ratio: float | str = 0.25  # h2t: share of channels taken from the instance-drawn sample, in (0, 1)
 
     def validate(self) -> None:
         """Checks every option; a None batch size or Na (left to the stage to fill in) passes."""
@@ -66,6 +75,9 @@ class AugmentConfig:
         gamma = self.gamma_min
         if gamma != AUTO and not (isinstance(gamma, (int, float)) and 0.0 <= gamma < 1.0):
             raise ConfigError(f"--gamma-min must lie in [0, 1) (or be auto), got {self.gamma_min}")
+        ratio = self.fusion_ratio
+        if ratio != AUTO and not (isinstance(ratio, (int, float)) and 0.0 < ratio < 1.0):
+            raise ConfigError(f"--fusion-ratio must lie strictly between 0 and 1 (or be auto), got {ratio}")
         for name in ("tail_draw", "head_draw"):
             if getattr(self, name) not in (*DRAWS, AUTO):
                 raise ConfigError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; "
@@ -169,7 +181,7 @@ def make_augmenter(name: str, bank: FeatureBank, cfg: AugmentConfig, cls: type |
 
 
 # Register the built-in augmenters (each module adds itself to AUGMENTERS on import).
-from ltkit.augment import balanced, cloud, fsa, none  # noqa: E402,F401
+from ltkit.augment import balanced, cloud, fsa, h2t, instance, none  # noqa: E402,F401
 
 __all__ = ["AUGMENTERS", "AUTO", "AUTO_FIXED", "AugmentConfig", "Augmenter", "FeatureBank", "TensorSpatial",
            "bank_from_tensors", "balanced_tail_count", "check_augmenter", "nearest_balanced_batch",

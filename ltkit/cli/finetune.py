@@ -56,7 +56,8 @@ def augment_finetune_cmd(
     classifier: Annotated[str, choice("--classifier", "Classifier method", choices.CLASSIFIERS, panel=METHOD)
                           ] = "linear",
     augment: Annotated[str, choice("--augment", "Batches", choices.AUGMENTERS, panel=METHOD, extra=["auto"],
-                                   note="auto: fsa for linear, class-balanced for crt/lws, none for tau-norm/ncm.")
+                                   note="auto: fsa for linear, class-balanced for crt/lws, instance for "
+                                        "la-loss/wb/disalign, none for the training-free methods.")
                        ] = "auto",
     margin: Annotated[float, typer.Option("--margin", help="cloud: additive angular margin (radians).",
                                           rich_help_panel=METHOD)] = 0.2,
@@ -120,6 +121,10 @@ def augment_finetune_cmd(
     views: Annotated[bool, typer.Option("--views/--no-views", help="Draw a random stored train view per image when "
                                                                    "the store has views.", rich_help_panel=BATCHES)
                      ] = True,
+    fusion_ratio: Annotated[str, typer.Option("--fusion-ratio", help="h2t: share of channels fused from the "
+                                                                     "instance-drawn sample, in (0, 1); auto: chosen "
+                                                                     "on the validation split.",
+                                              rich_help_panel=BATCHES, autocompletion=completer(["auto"]))] = "auto",
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="Validation accuracy every N iterations (0: "
                                                                         "only at the end).", rich_help_panel=RUN)] = 0,
     resident_gib: Annotated[float, typer.Option("--resident-gib", help="Keep spatial maps on the device up to this "
@@ -149,7 +154,8 @@ def augment_finetune_cmd(
     def run() -> Path:
         batches = AugmentConfig(batch_size=batch_size, na=na, tau_s=parse_auto(tau_s, "--tau-s"),
                                 tau_g=parse_auto(tau_g, "--tau-g"), gamma_min=parse_auto(gamma_min, "--gamma-min"),
-                                tail_draw=tail_draw, head_draw=head_draw, use_views=views)
+                                tail_draw=tail_draw, head_draw=head_draw, use_views=views,
+                                fusion_ratio=parse_auto(fusion_ratio, "--fusion-ratio"))
         how = RunOptions(device=device, threads=threads, eval_every=eval_every, resident_gib=resident_gib,
                          scratch_dir=scratch_dir)
         cfg = FinetuneConfig(augment=augment, classifier=classifier, iterations=iterations, lr=lr,
