@@ -175,3 +175,12 @@ def test_tau_defaults_the_same_way_in_both_stages():
 def test_split_is_the_store_split_everywhere(stage):
     text = " ".join(_help(stage).split())
     assert "--split <str> Store split" in text
+
+
+def test_every_option_of_every_stage_sits_in_a_section():
+    import typer.main
+
+    for name, command in typer.main.get_command(app).commands.items():
+        loose = [p.opts[0] for p in command.params
+                 if p.param_type_name == "option" and p.name != "help" and not getattr(p, "rich_help_panel", None)]
+        assert loose == [], f"ltkit {name}: options outside a help section: {loose}"

@@ -9,7 +9,7 @@ import typer
 from ltkit import choices
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Device, Json, Quiet, run_stage
-from ltkit.cli.helpstyle import OUTPUT, choice, stage
+from ltkit.cli.helpstyle import MEASURE, OUTPUT, choice, stage
 from ltkit.errors import ConfigError
 
 
@@ -27,7 +27,8 @@ def compare_cmd(
     ceiling: Annotated[str | None, typer.Option("--ceiling", help="A run (evaluation JSON, classifier or store, e.g. a "
                                                                   "backbone trained on balanced data) whose balanced "
                                                                   "accuracy is the ceiling: adds 'gap closed' = (run "
-                                                                  "- Phase I) / (ceiling - Phase I).")] = None,
+                                                                  "- Phase I) / (ceiling - Phase I).",
+                                                rich_help_panel=MEASURE)] = None,
     device: Device = "auto",
     quiet: Quiet = False,
     debug: Debug = False,

@@ -9,7 +9,7 @@ import typer
 
 from ltkit.cli import app
 from ltkit.cli.common import Debug, Force, Json, Out, Quiet, emit_json, emit_path, run_stage
-from ltkit.cli.helpstyle import OUTPUT, stage
+from ltkit.cli.helpstyle import METHOD, OUTPUT, stage
 
 
 @stage(app, "confusing-classes", example=[
@@ -18,8 +18,10 @@ from ltkit.cli.helpstyle import OUTPUT, stage
 def confusing_classes_cmd(
     store: Annotated[str, typer.Argument(help="Feature store, or - to read its path from stdin.")],
     head_ratio: Annotated[float, typer.Option("--head-ratio", help="Fraction of training images the head classes hold "
-                                                                   "at least, in (0, 1); the rest are tail.")] = 0.9,
-    top: Annotated[int, typer.Option("--top", help="Confusing classes kept per tail class (Nf).")] = 3,
+                                                                   "at least, in (0, 1); the rest are tail.",
+                                              rich_help_panel=METHOD)] = 0.9,
+    top: Annotated[int, typer.Option("--top", help="Confusing classes kept per tail class (Nf).",
+                                      rich_help_panel=METHOD)] = 3,
     csv: Annotated[Path | None, typer.Option("--csv", help="Also export the table as CSV here (one row per tail class "
                                                            "and rank).", rich_help_panel=OUTPUT)] = None,
     as_json: Json = False,

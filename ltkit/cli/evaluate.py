@@ -33,7 +33,8 @@ def evaluate_cmd(
                                                               "section, with the classifier gap closed.",
                                               rich_help_panel=INPUT)] = None,
     split: Annotated[str, choice("--split", "Store split measured", choices.EVAL_SPLITS, panel=MEASURE)] = "test",
-    tau: Annotated[str | None, typer.Option("--tau", help=f"Post-hoc, on a linear/LWS classifier: {TAU_HELP}", rich_help_panel=MEASURE,
+    tau: Annotated[str | None, typer.Option("--tau", help=f"Post-hoc, on a linear/LWS classifier: {TAU_HELP}",
+                                            rich_help_panel=MEASURE,
                                             autocompletion=completer(["auto"]))] = None,
     metric: Annotated[str, choice("--metric", "Metric", choices.EVAL_METRICS, panel=MEASURE,
                                   note="retrieval: also mAP / rank-1 of pooled features as queries against the rest "
