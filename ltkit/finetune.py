@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from ltkit.confusing_table import ConfusingTable, load_table, save_table
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.finetune_config import FinetuneConfig, method_name
+from ltkit.finetune_val import val_accuracy, val_metrics  # noqa: F401
 from ltkit.heads import (  # noqa: F401
     HEADS,
     accuracy_on,
@@ -64,23 +66,10 @@ from ltkit.lineage import parent, parent_change, store_identity
 from ltkit.methods import CLASSIFIERS, FitInputs, check_combination, get_method, training_free  # noqa: F401
 from ltkit.methods.ncm import ncm_classifier  # noqa: F401  (the library API of before)
 from ltkit.methods.tau_norm import tau_normalized  # noqa: F401
+from ltkit.runlog import RunLog, check_log, val_columns
 from ltkit.runoptions import RUN_FIELDS, result_options
 
 LOG_EVERY = 50  # iterations between progress lines (and device -> host syncs)
-
-
-# ---- evaluation on the validation split --------------------------------------------------
-def val_accuracy(store, clf, device: torch.device | str = "cpu") -> float:
-    """Mean per-class accuracy of ``clf`` on the store's validation split (an open store or a path)."""
-    if isinstance(store, (str, Path)):
-        from ltkit.store import open_store
-
-        with open_store(store) as st:
-            return val_accuracy(st, clf, device)
-    if "val" not in store.splits:
-        raise ConfigError(f"{store.path} has no validation split; extract with val images "
-                          "(--val-per-class) to choose options without the test set")
-    return accuracy_on(clf, *split_features(store, "val", device, head_of(clf).array))
 
 
 # ---- training --------------------------------------------------------------------------
@@ -105,21 +94,23 @@ def cpu_threads(device: torch.device, threads: int) -> Iterator[None]:
 
 
 def finetune_classifier(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig, *,
-                        val: tuple[torch.Tensor, torch.Tensor] | None = None
+                        val: tuple[torch.Tensor, torch.Tensor] | None = None, log: RunLog | None = None
                         ) -> tuple[Classifier, list[dict[str, Any]]]:
     """Train on the augmenter's batches; ``cfg`` resolved, no ``auto`` option left (the stage
-    chooses those: `ltkit.augment_auto.choose`). Returns (classifier, history).
+    chooses those: `ltkit.augment_auto.choose`). Returns (classifier, history); each history
+    row also goes to ``log`` (evaluated on ``val``, the validation split, only).
 
     Training-free methods (tau-norm, ncm) train nothing: `fit` makes them."""
     if not get_method(cfg.classifier).trains:
         raise ConfigError(f"the {cfg.classifier} classifier is not trained on batches; "
                           "make it with ltkit.finetune.fit (or ltkit augment-finetune)")
     with cpu_threads(bank.device, cfg.run.threads):
-        return _train(bank, phase1, cfg, val)
+        return _train(bank, phase1, cfg, val, log)
 
 
 def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
-           val: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[Classifier, list[dict[str, Any]]]:
+           val: tuple[torch.Tensor, torch.Tensor] | None,
+           log: RunLog | None) -> tuple[Classifier, list[dict[str, Any]]]:
     device = bank.device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     augmenter = make_augmenter(cfg.augment, bank, cfg.batches, cls=augmenter_class(cfg.head, cfg.augment))
@@ -132,7 +123,7 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
     is_tail = bank.tail_row >= 0  # (K,)
     stats = torch.zeros(5, device=device, dtype=torch.float64)  # loss sum, tail hits/n, head hits/n
     history: list[dict[str, Any]] = []
-    logged = 0  # iterations summed in `stats` so far: synced to the host every LOG_EVERY
+    logged, started = 0, time.perf_counter()  # iterations summed in `stats` so far: synced every LOG_EVERY
     with console.progress(cfg.iterations, f"{method_name(cfg)} fine-tuning") as bar, \
             contextlib.closing(iter_batches(augmenter, generator, cfg.iterations)) as batches:
         for it in range(1, cfg.iterations + 1):
@@ -152,8 +143,9 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
                 hit, tail = (logits.argmax(1) == y).double(), is_tail[y].double()  # (B,), (B,)
                 stats += torch.stack([loss.detach().double(), (hit * tail).sum(), tail.sum(),
                                       (hit * (1 - tail)).sum(), (1 - tail).sum()])
-            evaluate = val is not None and cfg.run.eval_every and it % cfg.run.eval_every == 0
-            if it % LOG_EVERY and it != cfg.iterations and not evaluate:
+            last = it == cfg.iterations
+            evaluate = val is not None and (last or (cfg.run.eval_every and it % cfg.run.eval_every == 0))
+            if it % LOG_EVERY and not last and not evaluate:
                 continue
             s = stats.tolist()
             if not math.isfinite(s[0]):
@@ -161,11 +153,16 @@ def _train(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
                                     "store's feature maps hold NaN or infinite values, or --lr is "
                                     "too high; re-extract the store, or lower --lr")
             row = {"iteration": it, "lr": lr, "loss": s[0] / (it - logged),
+                   "train_acc": (s[1] + s[3]) / max(s[2] + s[4], 1.0),
                    "tail_acc": s[1] / max(s[2], 1.0), "head_acc": s[3] / max(s[4], 1.0)}
-            if evaluate:
-                row["val_acc"] = accuracy_on(clf.eval(), *val)
+            if evaluate:  # the validation split only: the test split is measured by evaluate
+                metrics = val_metrics(clf.eval(), val, bank.class_counts.cpu())
+                row |= {"val_acc": metrics["balanced_acc"]} | val_columns(metrics)
                 clf.train()
+            row["seconds"], started = time.perf_counter() - started, time.perf_counter()
             history.append(row)
+            if log is not None:
+                log.write(row)
             stats.zero_()
             bar.advance(it - logged, loss=row["loss"], tail=row["tail_acc"], head=row["head_acc"])
             logged = it
@@ -216,9 +213,11 @@ def resolve_sources(source: str | Path, cfg: FinetuneConfig, store: str | Path |
 
 
 def fit(st, table: ConfusingTable | None, phase1: Classifier, cfg: FinetuneConfig,
-        device: torch.device, val) -> tuple[Classifier, list[dict[str, Any]], FinetuneConfig, list[dict[str, Any]]]:
+        device: torch.device, val, log_to: Path | None = None
+        ) -> tuple[Classifier, list[dict[str, Any]], FinetuneConfig, list[dict[str, Any]]]:
     """(classifier, history, ``cfg`` with what was chosen filled in, the ``auto`` augmenter
-    settings tried on validation) of a resolved ``cfg``."""
+    settings tried on validation) of a resolved ``cfg``; the history is logged to the run log
+    ``log_to`` too, when the method trains."""
     method = get_method(cfg.classifier)
     if not method.trains:
         return (*method.make(FitInputs(st, phase1, cfg, device, val)), [])
@@ -233,7 +232,10 @@ def fit(st, table: ConfusingTable | None, phase1: Classifier, cfg: FinetuneConfi
     cfg, tried = augment_auto.choose(bank, phase1, cfg, val, augment_auto.data_key(st.path, table))
     console.log(f"{method_name(cfg)}: {cfg.iterations} iterations of {cfg.batches.batch_size} on "
                 f"{device}, lr {cfg.lr} ({cfg.schedule}), {bank.num_views} view(s) per image")
-    clf, history = finetune_classifier(bank, phase1, cfg, val=val)
+    with contextlib.ExitStack() as stack:
+        log = None if log_to is None else stack.enter_context(
+            RunLog(log_to, "iteration", extra=("tail_acc", "head_acc"), tensorboard=cfg.run.tensorboard))
+        clf, history = finetune_classifier(bank, phase1, cfg, val=val, log=log)
     return clf, history, cfg, tried
 
 
@@ -268,8 +270,9 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
     if reuse_existing(out, force, lambda p: _request_differs(p, request, parents)):
         console.log(f"{out} exists with the same options: reusing it (--force to fine-tune again)")
         return out.expanduser()
-    out = check_output(out, force, inputs=[src for src in (store_path, table_path) if src],
-                       replaces=earlier_artifact(CLASSIFIER_FORMAT), kind="classifier")
+    inputs = [src for src in (store_path, table_path) if src]
+    out = check_output(out, force, inputs=inputs, replaces=earlier_artifact(CLASSIFIER_FORMAT), kind="classifier")
+    log_to = check_log(out, inputs) if get_method(cfg.classifier).trains else None
     device = resolve_device(cfg.run.device)
     with open_store(store_path) as st:
         if table is not None:
@@ -282,7 +285,7 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
             console.warn(f"--eval-every {cfg.run.eval_every}: {store_path} has no validation split, so "
                          "there is nothing to measure along the way (extract with validation images)")
         cfg = cfg.resolved(st.rows(cfg.train_on), table.top if table is not None else 3)
-        clf, history, cfg, tried = fit(st, table, phase1, cfg, device, val)
+        clf, history, cfg, tried = fit(st, table, phase1, cfg, device, val, log_to)
         identity = store_identity(st)
         summary = {} if val is None else {"val_acc": accuracy_on(clf, *val),
                                           "phase1_val_acc": val_accuracy(st, phase1, device)}

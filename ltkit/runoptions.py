@@ -23,6 +23,7 @@ class RunOptions:
     eval_every: int = 0             # validation report every N epochs / iterations (0: only at the end)
     resident_gib: float = 4.0       # feature maps up to this size live in memory / on the device, else streamed
     scratch_dir: str | None = None  # streamed maps: folder of their mapped scratch copy (None: beside the store)
+    tensorboard: str | None = None  # folder for TensorBoard event files of the run's log (None: the CSV log only)
 
     def validate(self) -> None:
         for name in ("workers", "threads", "eval_every"):
@@ -31,6 +32,10 @@ class RunOptions:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a whole number >= 0, got {value!r}")
         if not self.resident_gib >= 0:
             raise ConfigError(f"--resident-gib must be >= 0, got {self.resident_gib!r}")
+        if self.tensorboard is not None:
+            from ltkit.runlog import check_tensorboard
+
+            check_tensorboard(self.tensorboard)
 
 
 RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunOptions))

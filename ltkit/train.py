@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,12 @@ from ltkit.errors import ConfigError
 from ltkit.losses import LOSSES, LossOptions, make_loss
 from ltkit.models import HEADS, MODELS, Backbone, create_model, is_timm
 from ltkit.recipes import make_mixer, make_optimizer, recipe_tag, validate_recipe
+from ltkit.runlog import check_log, val_columns
 from ltkit.runoptions import RunOptions
 from ltkit.samplers import SAMPLERS, make_sampler
 from ltkit.scl import SupConLoss, TwoViewDataset
-from ltkit.train_loop import epoch_line, evaluate_model, lr_at, train_one_epoch
-from ltkit.train_state import checkpoint, checkpoint_differs, load_resume_state, restore, training_state
+from ltkit.train_loop import epoch_line, evaluate_model, lr_at, train_one_epoch, val_line
+from ltkit.train_state import checkpoint, checkpoint_differs, load_resume_state, open_run_log, restore, training_state
 from ltkit.training_net import build_training_net
 
 __all__ = ["TrainConfig", "default_out", "lr_at", "train_backbone"]
@@ -205,29 +207,34 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
     replica = distributed.replicate(net, ctx, find_unused=cfg.rsg)  # RSG sits out some epochs
     snapshot = functools.partial(checkpoint, cfg, model, splits, fingerprint, ctx.world_size)
 
-    # 6. epoch loop; the resume state is written atomically after every epoch but the last
+    # 6. epoch loop, a row of OUT.metrics.csv each; the resume state is written after every epoch but the last
     metrics: dict[str, Any] = {}
-    with console.progress((cfg.epochs - start_epoch) * len(sampler), "train", unit="img") as tracker:
+    with console.progress((cfg.epochs - start_epoch) * len(sampler), "train", unit="img") as tracker, \
+            open_run_log(cfg, out, history, ctx.is_main) as log:
         for epoch in range(start_epoch, cfg.epochs):
+            started = time.perf_counter()
             torch.manual_seed(cfg.seed * EPOCH_SEED_STRIDE + epoch)  # this epoch's augmentation draws
             sampler.set_epoch(epoch)
             loss_fn.set_epoch(epoch)
-            stats = train_one_epoch(replica, loader, loss_fn, optimizer, scaler, cfg, epoch,
-                                    device, tracker, supcon, precision, mixer)
+            stats = {"epoch": epoch + 1} | train_one_epoch(replica, loader, loss_fn, optimizer, scaler, cfg,
+                                                           epoch, device, tracker, supcon, precision, mixer)
             last = epoch + 1 == cfg.epochs
             due = last or (cfg.run.eval_every and (epoch + 1) % cfg.run.eval_every == 0)
             if ctx.is_main and due and val_loader is not None:  # validation only: test is evaluate's
                 metrics = evaluate_model(model, val_loader, eval_splits, device, precision)
-                stats["val_balanced_acc"] = metrics["balanced_acc"]
+                stats |= val_columns(metrics)
+            stats["seconds"] = time.perf_counter() - started
             history.append(stats)
             console.log(epoch_line(epoch, cfg.epochs, stats))
+            if log is not None:
+                log.write(stats)
             if ctx.is_main and not last:
                 _save(partial, snapshot(epoch + 1, metrics, history) | training_state(optimizer, scaler, net))
                 testhooks.pause_at("epoch-end", epoch + 1)
             ctx.barrier()
 
     if ctx.is_main:  # 7. the checkpoint: the plain backbone, no optimiser or training-only parts
-        _log_val(metrics)
+        console.log(val_line(metrics))
         _save(out, snapshot(cfg.epochs, metrics, history))
         partial.unlink(missing_ok=True)
     ctx.barrier()
@@ -243,6 +250,7 @@ def _claim_output(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, 
     if ctx.is_main:
         check_output(out, force, inputs=[cfg.pretrained], replaces=earlier_artifact(FORMAT),
                      kind="backbone checkpoint")
+        check_log(out, inputs=[cfg.pretrained])  # the run log beside it: an earlier log, or none
         if restart:
             partial.unlink(missing_ok=True)
     ctx.barrier()
@@ -287,12 +295,3 @@ def _loaders(cfg: TrainConfig, splits: Splits, eval_splits: Splits, sampler: Sam
 def _save(path: Path, obj: dict[str, Any]) -> None:
     with atomic_output(path, suffix=".tmp") as tmp:
         torch.save(obj, tmp)
-
-
-def _log_val(metrics: dict[str, Any]) -> None:
-    if not metrics:
-        console.log("no validation split (--val-per-class 0): the backbone is measured by ltkit evaluate")
-        return
-    console.log("val: balanced acc {:.4f}; ".format(metrics["balanced_acc"]) + ", ".join(
-        f"{g} {v['accuracy']:.4f} ({v['classes']} classes)" if v["accuracy"] is not None
-        else f"{g} empty" for g, v in metrics["groups"].items()))

@@ -88,9 +88,9 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: TrainConfig, e
                     device: torch.device, tracker, supcon: SupConLoss | None = None,
                     precision: str = "fp32", mixer=None) -> dict[str, float]:
     """One pass over `loader`, the rate set per step by `lr_at`; the epoch's mean loss (and its
-    parts), accuracy on the real images, its seconds, and RSG's generated count. `mixer`
-    (mixup / cutmix, `ltkit.recipes`) mixes each batch: the loss gets the soft targets, the
-    accuracy counts the largest share of each target as its label."""
+    parts), the rate of its last step, accuracy on the real images, its seconds of training,
+    and RSG's generated count. `mixer` (mixup / cutmix, `ltkit.recipes`) mixes each batch: the
+    loss gets the soft targets, the accuracy counts the largest share of each target as its label."""
     net.train()
     start = time.perf_counter()
     total_loss, correct, seen, steps = 0.0, 0, 0, len(loader)
@@ -128,7 +128,8 @@ def train_one_epoch(net, loader, loss_fn, optimizer, scaler, cfg: TrainConfig, e
         seen += len(targets)
         tracker.advance(n_images, epoch=f"{epoch + 1}/{cfg.epochs}", loss=total_loss / seen,
                         acc=correct / seen, lr=optimizer.param_groups[0]["lr"])
-    stats = {"loss": total_loss / seen, "train_acc": correct / seen, "epoch_seconds": time.perf_counter() - start}
+    stats = {"loss": total_loss / seen, "lr": optimizer.param_groups[0]["lr"], "train_acc": correct / seen,
+             "epoch_seconds": time.perf_counter() - start}
     stats.update({name: value / seen for name, value in part_sums.items()})
     if cfg.rsg:
         stats["generated"] = generated
@@ -142,3 +143,12 @@ def epoch_line(epoch: int, epochs: int, stats: dict[str, float]) -> str:
             + (f", {stats['generated']} generated" if "generated" in stats else "")
             + f", {stats['epoch_seconds']:.1f} s"
             + (f", val balanced acc {stats['val_balanced_acc']:.4f}" if "val_balanced_acc" in stats else ""))
+
+
+def val_line(metrics: dict[str, Any]) -> str:
+    """The log line of the final validation `metrics` (`evaluate_model`'s), or why there are none."""
+    if not metrics:
+        return "no validation split (--val-per-class 0): the backbone is measured by ltkit evaluate"
+    return "val: balanced acc {:.4f}; ".format(metrics["balanced_acc"]) + ", ".join(
+        f"{g} {v['accuracy']:.4f} ({v['classes']} classes)" if v["accuracy"] is not None
+        else f"{g} empty" for g, v in metrics["groups"].items())

@@ -10,6 +10,7 @@ being reused and an old resume state keeps resuming.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from ltkit.artifacts import load_torch_artifact, make_lineage, other_options, ve
 from ltkit.checkpoint import FORMAT, FORMAT_VERSION
 from ltkit.data import DatasetSpec, Splits
 from ltkit.errors import ArtifactError
+from ltkit.runlog import RunLog, log_path
 
 if TYPE_CHECKING:
     from ltkit.train import TrainConfig
@@ -121,7 +123,20 @@ def restore(state: dict[str, Any] | None, partial: Path, cfg: TrainConfig, model
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     console.log(f"resuming {partial} after epoch {state['epoch']}/{cfg.epochs}")
-    return state["epoch"], state["history"]
+    history = state["history"]
+    for epoch, row in enumerate(history, 1):  # a state of before the run log numbered no rows
+        row.setdefault("epoch", epoch)
+    return state["epoch"], history
+
+
+def open_run_log(cfg: TrainConfig, out: Path, history: list[dict[str, Any]], is_main: bool):
+    """The run log of `out` (``OUT.metrics.csv``, see `ltkit.runlog`), continued from the
+    `history` of a resumed run; on a process other than rank 0, nothing to log to (None)."""
+    if not is_main:
+        return contextlib.nullcontext()
+    extra = [name for name, on in (("cls_loss", cfg.scl_weight > 0 or cfg.rsg), ("scl_loss", cfg.scl_weight > 0),
+                                   ("cesc_loss", cfg.rsg), ("mv_loss", cfg.rsg), ("generated", cfg.rsg)) if on]
+    return RunLog(log_path(out), "epoch", extra=extra, rows=history, tensorboard=cfg.run.tensorboard)
 
 
 def plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

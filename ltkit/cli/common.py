@@ -41,6 +41,10 @@ Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present),
 Workers = Annotated[int, typer.Option("--workers", min=0, max=MAX_WORKERS, help="Data-loading worker processes (0: "
                                                                                 "load in the main process; at most "
                                                                                 "64).", rich_help_panel=RUN)]
+TensorBoard = Annotated[str | None, typer.Option(
+    "--tensorboard", metavar="DIR", help="Also write the run log as TensorBoard event files into DIR (pip install "
+                                         "'ltkit[tensorboard]'); the CSV log beside the output is written either way.",
+    rich_help_panel=RUN)]
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Path of the artifact to write.", rich_help_panel=RUN)]
 # One machine-readable output for the stages that give a result (evaluate, inspect, compare,
 # confusing-classes): --json, the result as one JSON object on stdout.

@@ -10,7 +10,19 @@ import typer
 from ltkit import choices
 from ltkit.choices import AUTO, DRAW
 from ltkit.cli import app
-from ltkit.cli.common import TAU_HELP, Debug, Device, Force, Out, Quiet, Seed, emit_path, parse_tau, run_stage
+from ltkit.cli.common import (
+    TAU_HELP,
+    Debug,
+    Device,
+    Force,
+    Out,
+    Quiet,
+    Seed,
+    TensorBoard,
+    emit_path,
+    parse_tau,
+    run_stage,
+)
 from ltkit.cli.helpstyle import BATCHES, INPUT, METHOD, OPTIMISER, RUN, choice, completer, stage
 from ltkit.errors import ConfigError
 
@@ -136,6 +148,7 @@ def augment_finetune_cmd(
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads while training (0: torch's default); "
                                                                   "one is usually fastest for these small batches.",
                                          rich_help_panel=RUN)] = 1,
+    tensorboard: TensorBoard = None,
     seed: Seed = 0,
     device: Device = "auto",
     out: Out = None,
@@ -145,7 +158,8 @@ def augment_finetune_cmd(
 ) -> None:
     """Fine-tune the classifier on cached features (FSA by default) or re-balance it (cRT,
     LWS, tau-norm, NCM). Prints the classifier's path (default: beside the table, named
-    after the method)."""
+    after the method); a trained classifier's loss, rate and validation accuracy go to
+    OUT.metrics.csv beside it."""
     from ltkit.augment import AugmentConfig
     from ltkit.finetune import augment_finetune
     from ltkit.finetune_config import FinetuneConfig
@@ -157,7 +171,7 @@ def augment_finetune_cmd(
                                 tail_draw=tail_draw, head_draw=head_draw, use_views=views,
                                 fusion_ratio=parse_auto(fusion_ratio, "--fusion-ratio"))
         how = RunOptions(device=device, threads=threads, eval_every=eval_every, resident_gib=resident_gib,
-                         scratch_dir=scratch_dir)
+                         scratch_dir=scratch_dir, tensorboard=tensorboard)
         cfg = FinetuneConfig(augment=augment, classifier=classifier, iterations=iterations, lr=lr,
                              schedule=schedule, momentum=momentum, weight_decay=weight_decay, batches=batches,
                              margin=margin, scale=scale, tau=_finetune_tau(tau), ncm_metric=ncm_metric,

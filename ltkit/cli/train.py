@@ -9,7 +9,19 @@ import typer
 
 from ltkit import choices
 from ltkit.cli import app
-from ltkit.cli.common import Debug, Device, Force, Out, Quiet, Seed, Workers, emit_path, parse_int_list, run_stage
+from ltkit.cli.common import (
+    Debug,
+    Device,
+    Force,
+    Out,
+    Quiet,
+    Seed,
+    TensorBoard,
+    Workers,
+    emit_path,
+    parse_int_list,
+    run_stage,
+)
 from ltkit.cli.helpstyle import DATA, LOSS, MODEL, OPTIMISER, RSG, RUN, SAMPLER, SCL, choice, stage
 
 # Data options.
@@ -170,6 +182,7 @@ def train_backbone_cmd(
     resume: Annotated[bool, typer.Option(
         "--resume/--no-resume", help="Continue an interrupted run of the same options from OUT.partial (default), or "
                                      "start over.", rich_help_panel=RUN)] = True,
+    tensorboard: TensorBoard = None,
     seed: Seed = 0,
     device: Device = "auto",
     workers: Workers = 0,
@@ -178,7 +191,8 @@ def train_backbone_cmd(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Phase I: train a backbone and its linear classifier; print the checkpoint's path.
+    """Phase I: train a backbone and its linear classifier; print the checkpoint's path. Each
+    epoch's loss, rate, accuracy and validation accuracy go to OUT.metrics.csv beside it.
 
     Several processes: torchrun --nproc-per-node N -m ltkit train-backbone ... (DDP; NCCL on
     GPUs, gloo on CPUs; --batch-size is the global batch).
@@ -211,7 +225,8 @@ def train_backbone_cmd(
                           rsg_head_ratio=rsg_head_ratio, rsg_dim=rsg_dim, rsg_strength=rsg_strength,
                           rsg_cesc_weight=rsg_cesc_weight, rsg_mv_weight=rsg_mv_weight,
                           rsg_epoch=rsg_epoch,
-                          run=RunOptions(device=device, workers=workers, eval_every=eval_every))
+                          run=RunOptions(device=device, workers=workers, eval_every=eval_every,
+                                         tensorboard=tensorboard))
         return train_backbone(cfg, out=out, force=force, resume=resume)
 
     emit_path(run_stage(run, quiet=quiet, debug=debug))
