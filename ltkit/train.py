@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 from ltkit import choices, console, distributed, testhooks
 from ltkit.artifacts import atomic_output, check_output, earlier_artifact, partial_path, reuse_existing
 from ltkit.checkpoint import FORMAT
-from ltkit.data import DatasetSpec, Splits, build_splits, data_fingerprint
+from ltkit.data import DatasetSpec, Splits, build_splits, chosen_spec, data_fingerprint
 from ltkit.device import resolve_precision, seed_everything
 from ltkit.errors import ConfigError
 from ltkit.losses import LOSSES, LossOptions, make_loss
@@ -176,6 +176,7 @@ def _train(cfg: TrainConfig, out: Path, ctx: distributed.DistContext, *, force: 
            resume: bool) -> Path:
     # 1. data, and its fingerprint: a rerun reuses `out` only for the same options and data
     splits = build_splits(cfg.data, train_augment=cfg.augment, policy=cfg.augment_policy)
+    cfg = dataclasses.replace(cfg, data=chosen_spec(cfg.data, splits))  # defaults taken: said, recorded
     eval_splits = build_splits(cfg.data, train_augment=False)
     fingerprint = data_fingerprint(eval_splits)
     if reuse_existing(out, force, lambda p: checkpoint_differs(p, cfg, fingerprint)):

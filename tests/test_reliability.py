@@ -471,7 +471,7 @@ def test_class_names_never_become_paths(tmp_path):
     report = ["confusion.csv", "confusion_matrix.png", "metrics.json", "per_class.csv",
               "per_class_accuracy.png", "reliability.png", "summary.md", ".ltkit-report"]
     assert made == sorted([f"deep/er/{n}" for n in ("s.h5", "s.backbone.pt", "s.table.pt", "table.csv",
-                                                     "s.fsa.pt", "s.features.png")]
+                                                     "s.fsa.pt", "s.fsa.metrics.csv", "s.features.png")]
                           + [f"deep/er/report/{n}" for n in report])
     assert "../../escaped" in (work / "table.csv").read_text()
 

@@ -28,15 +28,19 @@ from ltkit.cli.helpstyle import DATA, LOSS, MODEL, OPTIMISER, RSG, RUN, SAMPLER,
 DataName = Annotated[str, choice("--data", "Data set", choices.DATASETS, panel=DATA)]
 Root = Annotated[str | None, typer.Option(
     "--root", help="Data folder (fashion-mnist-lt default: /usr/share/datasets/fashion-mnist).", rich_help_panel=DATA)]
-Imbalance = Annotated[float, typer.Option(
-    "--imbalance", help="Imbalance factor n_max / n_min (>= 1; 1 = the full balanced set).", rich_help_panel=DATA)]
+Imbalance = Annotated[float | None, typer.Option(
+    "--imbalance", help="Imbalance factor n_max / n_min of an exponential or step profile cut from the training set "
+                        "(>= 1; 1 keeps every image). Default: 100 for the -lt data sets and synthetic; 1 for "
+                        "imagefolder and list files (your own data is trained on as given).", rich_help_panel=DATA)]
 Profile = Annotated[str, choice("--profile", "Long-tail profile", choices.PROFILES, panel=DATA,
                                 note="exp: LDAM-DRW's exponential decay; step: two levels.")]
 Counts = Annotated[str | None, typer.Option(
     "--counts", help="Explicit per-class training counts, e.g. 4000,2000,...; overrides --imbalance/--profile.",
     rich_help_panel=DATA)]
-ValPerClass = Annotated[int, typer.Option(
-    "--val-per-class", min=0, help="Validation images per class, never trained on (0: none).", rich_help_panel=DATA)]
+ValPerClass = Annotated[int | None, typer.Option(
+    "--val-per-class", min=0, help="Validation images per class, never trained on (0: none). Default: 20; for "
+                                   "imagefolder and list files 10% of each class, at most 20, none from a class of "
+                                   "under 6 (said on stderr).", rich_help_panel=DATA)]
 BoundPerClass = Annotated[int, typer.Option(
     "--bound-per-class", min=0, help="Balanced 'bound' images per class held out of training like validation, for the "
                                      "classification bound (0: none).", rich_help_panel=DATA)]
@@ -49,8 +53,8 @@ ValList = Annotated[str | None, typer.Option(
     "--val-list", help="imagefolder: the data set's own validation list file.", rich_help_panel=DATA)]
 TestList = Annotated[str | None, typer.Option("--test-list", help="imagefolder: test list file.", rich_help_panel=DATA)]
 ImageSize = Annotated[int | None, typer.Option(
-    "--image-size", help="Image side in pixels (default: the data set's native size; imagefolder 224).",
-    rich_help_panel=DATA)]
+    "--image-size", help="Image side in pixels (default: the data set's native size; imagefolder: the images' own "
+                         "when they share one, else 224; said on stderr).", rich_help_panel=DATA)]
 NumClasses = Annotated[int, typer.Option("--num-classes", help="synthetic only: number of classes.",
                                          rich_help_panel=DATA)]
 NMax = Annotated[int, typer.Option("--n-max", help="synthetic only: images per class before the long-tail profile.",
@@ -75,10 +79,10 @@ def make_spec(data: str, root, imbalance, profile, counts, val_per_class, downlo
 def train_backbone_cmd(
     data: DataName = "fashion-mnist-lt",
     root: Root = None,
-    imbalance: Imbalance = 100.0,
+    imbalance: Imbalance = None,
     profile: Profile = "exp",
     counts: Counts = None,
-    val_per_class: ValPerClass = 20,
+    val_per_class: ValPerClass = None,
     bound_per_class: BoundPerClass = 0,
     download: Download = False,
     train_list: TrainList = None,

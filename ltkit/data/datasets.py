@@ -59,6 +59,15 @@ def image_channels(path: str) -> int:
     return 1 if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
 
 
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) of an image file, from its header."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {e}; replace or remove the file") from None
+
+
 class ImageFileDataset(Dataset):
     """Images read from files on each access (large data sets: ImageNet-LT, Places-LT)."""
 

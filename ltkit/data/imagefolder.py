@@ -14,7 +14,8 @@ sized by them: a stray label of 10^9 is one line naming its file and line). Clas
 the images' parent folder names when those are distinct per label, else the label numbers.
 
 Images are decoded on access (grayscale or colour: spec.channels, or detected from the first
-training image) and resized by the transform to spec.image_size (default 224).
+training image) and resized by the transform to spec.image_size; by default the images' own
+size when they share one (`native_size`: a folder of 28-pixel images trains at 28), else 224.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from ltkit.data.datasets import FilePool, image_channels
+from ltkit.data.datasets import FilePool, image_channels, image_size
 from ltkit.data.sources import DATASETS, SourceData, existing_root
 from ltkit.data.spec import DatasetSpec, brief
 from ltkit.errors import ConfigError, DataError
@@ -32,6 +33,9 @@ from ltkit.errors import ConfigError, DataError
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)  # the average of ImageNet's channels
 Files = tuple[list[str], np.ndarray]  # image paths, labels (N,) int64
+DEFAULT_SIZE = 224  # image side when the images differ in size (the ImageNet recipe)
+SIZE_SAMPLE = 256  # training images whose size is read to find the default (headers only)
+MIN_SIZE = 8  # the smallest side handed out (smaller images are scaled up to it)
 LAYOUT = "expected ROOT/train/<class>/*.png and ROOT/test/<class>/* (or val/), or --train-list/--test-list"
 
 
@@ -143,9 +147,27 @@ def load_imagefolder(spec: DatasetSpec) -> SourceData:
         train, test, own_val, names = _from_folders(root)
     channels = spec.channels or image_channels(train[0][0])
     gray = channels == 1
+    size, chosen = (spec.image_size, []) if spec.image_size else native_size(train[0])
     return SourceData(
         train=FilePool(*train, channels), test=FilePool(*test, channels),
         own_val=FilePool(*own_val, channels) if own_val else None,
-        class_names=names, in_channels=channels, native_size=None, image_size=spec.image_size or 224,
+        class_names=names, in_channels=channels, native_size=None, image_size=size,
         mean=GRAY_MEAN if gray else IMAGENET_MEAN, std=GRAY_STD if gray else IMAGENET_STD,
-        augment="resized-crop")
+        augment="resized-crop", chosen=chosen)
+
+
+def native_size(paths: list[str]) -> tuple[int, list[str]]:
+    """The default image side: the training images' own (their shorter side) when the ones
+    sampled, up to SIZE_SAMPLE spread over the set, all share one size; else DEFAULT_SIZE.
+    Only headers are read. With what was chosen, said in words."""
+    picks = np.unique(np.linspace(0, len(paths) - 1, min(SIZE_SAMPLE, len(paths))).astype(np.int64))
+    sizes = sorted({image_size(paths[i]) for i in picks})
+    seen = f"{len(picks)} training image{'s' if len(picks) > 1 else ''}"
+    if len(sizes) == 1:
+        w, h = sizes[0]
+        side = max(min(w, h), MIN_SIZE)
+        return side, [f"image size {side} px: the images' own ({w}x{h}, all of {seen} sampled; "
+                      "--image-size to choose)"]
+    shown = ", ".join(f"{w}x{h}" for w, h in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
+    return DEFAULT_SIZE, [f"image size {DEFAULT_SIZE} px: the images differ in size ({shown} among {seen} "
+                          "sampled; --image-size to choose)"]

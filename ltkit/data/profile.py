@@ -18,6 +18,11 @@ images) gives the missing ones from the end of its kept list and trains on that 
 `Selection.train_counts` are the true training counts. With N = 0 there is no validation
 split and the training subset is exactly the published one.
 
+A data set of one's own with no --val-per-class (`auto_val_counts`): each class gives
+``min(VAL_CAP, max(1, floor(VAL_SHARE * m)))`` of its m images, and none when that would leave
+it fewer than MIN_TRAIN to train on (a class of 15 gives 1; of 300, 20; of 5, none: its
+accuracy is then left out of the validation means, never counted as 0).
+
 Bound: B = bound_per_class images of each class are taken the same way, just before the
 validation images (``idx[m - N - B : m - N]``), for the empirical classification bound
 (a head trained on a balanced split the backbone never saw). Only a class whose left-out pool
@@ -89,41 +94,52 @@ def resolve_counts(
     return wanted
 
 
+VAL_SHARE = 0.1  # automatic validation split: this share of each class ...
+VAL_CAP = 20     # ... at most this many images (what the -lt data sets take) ...
+MIN_TRAIN = 5    # ... and never leaving a class fewer than this many to train on
+
+
+def auto_val_counts(class_sizes: list[int]) -> list[int]:
+    """Validation images per class of a data set of one's own (module docstring)."""
+    wanted = [min(VAL_CAP, max(1, int(VAL_SHARE * m))) for m in class_sizes]
+    return [v if m - v >= MIN_TRAIN else 0 for v, m in zip(wanted, class_sizes)]
+
+
 @dataclass
 class Selection:
     """Which source training images go where; indices are rows of the source training set."""
 
     published: np.ndarray  # (sum counts,) int64, the kept subset of the protocol, class by class
     train: np.ndarray  # (N,) int64, the images trained on (published minus any val taken from it)
-    val: np.ndarray | None  # (K * val_per_class,) int64, class by class; None when val_per_class is 0
+    val: np.ndarray | None  # (sum of the val counts,) int64, class by class; None when there are none
     train_counts: list[int]  # images per class in `train`
     bound: np.ndarray | None = None  # (K * bound_per_class,) int64, class by class; None when bound_per_class is 0
 
 
-def select_long_tail(labels: np.ndarray, counts: list[int], *, val_per_class: int = 0,
+def select_long_tail(labels: np.ndarray, counts: list[int], *, val_per_class: int | list[int] = 0,
                      bound_per_class: int = 0, seed: int = 0,
                      class_names: list[str] | None = None) -> Selection:
     """LDAM-DRW's kept subset of `labels` (N,) for `counts`, plus validation and bound splits
-    (docstring above)."""
+    (docstring above); `val_per_class`: one count for every class, or one per class."""
     rng = np.random.RandomState(seed)
-    held = val_per_class + bound_per_class  # images per class never trained on
+    vals = val_per_class if isinstance(val_per_class, list) else [val_per_class] * len(counts)
     published, train, val, bound, train_counts = [], [], [], [], []
-    for c, n in enumerate(counts):
+    for c, (n, v) in enumerate(zip(counts, vals)):
         idx = np.where(labels == c)[0]  # (m,) rows of class c, in source order
         rng.shuffle(idx)  # same draws as LDAM-DRW: every class is shuffled, in class order
-        m = len(idx)
+        m, held = len(idx), v + bound_per_class  # images of the class never trained on
         if held >= m:
             name = class_names[c] if class_names else str(c)
-            bound = f" with bound_per_class {bound_per_class}" if bound_per_class else ""
-            raise ConfigError(f"class {name!r} has {m} training images; val_per_class {val_per_class}"
-                              f"{bound} leaves none to train on; lower --val-per-class")
+            with_bound = f" with bound_per_class {bound_per_class}" if bound_per_class else ""
+            raise ConfigError(f"class {name!r} has {m} training images; val_per_class {v}"
+                              f"{with_bound} leaves none to train on; lower --val-per-class")
         published.append(idx[:n])
         n_train = min(n, m - held)  # the head class gives up images it would have kept
         train.append(idx[:n_train])
         train_counts.append(int(n_train))
-        val.append(idx[m - val_per_class:])
-        bound.append(idx[m - held:m - val_per_class])
+        val.append(idx[m - v:])
+        bound.append(idx[m - held:m - v])
     as_index = lambda parts: np.concatenate(parts).astype(np.int64)  # noqa: E731
     return Selection(published=as_index(published), train=as_index(train),
-                     val=as_index(val) if val_per_class else None, train_counts=train_counts,
+                     val=as_index(val) if any(vals) else None, train_counts=train_counts,
                      bound=as_index(bound) if bound_per_class else None)

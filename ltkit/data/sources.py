@@ -8,7 +8,7 @@ profiles, validation splits or augmentation, which `build_splits` applies the sa
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ltkit import choices
@@ -34,6 +34,7 @@ class SourceData:
     augment: str  # train-time augmentation kind: "crop" (pad + random crop + flip) or "resized-crop"
     crop_padding: int = 4  # padding of the "crop" augmentation, in pixels
     flip: bool = True  # random horizontal flips at train time
+    chosen: list[str] = field(default_factory=list)  # data-dependent defaults the source took (said on stderr)
 
 
 DATASETS: Registry[Callable[[DatasetSpec], SourceData]] = Registry("data set", declared=choices.DATASETS)

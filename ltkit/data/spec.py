@@ -17,6 +17,12 @@ from ltkit import choices
 from ltkit.errors import ConfigError
 
 PROFILES = choices.PROFILES
+# A data set of one's own (folders, list files) is long-tailed as given, in alphabetical class
+# order: no profile is cut from it unless asked for, and its validation split is a capped share.
+OWN_DATA = frozenset({"imagefolder"})
+DEFAULT_IMBALANCE = 100.0  # the -lt data sets and synthetic (LDAM-DRW's CIFAR-LT default)
+DEFAULT_VAL_PER_CLASS = 20  # the -lt data sets and synthetic: taken from the images the profile left out
+LEGACY_IMAGE_SIZE = 224  # imagefolder's image size when a saved spec records None (ltkit before the native default)
 BRIEF = 5  # items a message lists before "and N more": every error stays one short line
 
 
@@ -34,17 +40,23 @@ class DatasetSpec:
     name: str  # registry name: cifar10-lt, cifar100-lt, fashion-mnist-lt, imagefolder, synthetic
     # data folder; None: the source's default (fashion-mnist: /usr/share/datasets/fashion-mnist)
     root: str | None = None
-    imbalance: float = 100.0  # n_max / n_min, >= 1; 1 keeps every training image (typical: 10-200)
+    # n_max / n_min, >= 1; 1 keeps every training image (typical: 10-200). None: the source's
+    # default, 100 for the -lt data sets and synthetic, 1 for a data set of one's own (`OWN_DATA`)
+    imbalance: float | None = None
     # exp: counts fall exponentially with the class index; step: half the classes at n_max, half at n_max / imbalance
     profile: str = "exp"
     counts: list[int] | None = None  # explicit per-class training counts; overrides imbalance and profile
-    val_per_class: int = 20  # validation images per class, from images the profile left out; 0: no validation split
+    # validation images per class, from images the profile left out; 0: no validation split. None:
+    # 20, or for a data set of one's own a share of each class with a cap (`ltkit.data.profile.auto_val_counts`)
+    val_per_class: int | None = None
     bound_per_class: int = 0  # balanced 'bound' split: images per class held out like val (docs/phase2.md); 0: none
     download: bool = False  # fetch the files into `root` with torchvision first (cifar, fashion-mnist)
     train_list: str | None = None  # imagefolder: list file of "relative/path.jpg label" lines (ImageNet-LT format)
     val_list: str | None = None  # imagefolder: list file of the data set's own validation split
     test_list: str | None = None  # imagefolder: list file of the test split
-    image_size: int | None = None  # side of the images handed out; None: native (imagefolder: 224, synthetic: 16)
+    # side of the images handed out; None: native (synthetic: 16; imagefolder: the images' own when they
+    # share one, else 224; a checkpoint saved before that default recorded None for 224)
+    image_size: int | None = None
     channels: int | None = None  # 1 or 3; None: the source's own (imagefolder: detected from the first image)
     num_classes: int = 10  # synthetic: number of classes (2-10000)
     n_max: int = 200  # synthetic: generated training images per class, before the profile
@@ -53,6 +65,14 @@ class DatasetSpec:
     selection_seed: int = 0  # seed of the per-class shuffle that picks the kept images (LDAM-DRW uses 0)
     mean: list[float] | None = None  # normalisation mean per channel; None: the data set's own
     std: list[float] | None = None  # normalisation std per channel; None: the data set's own
+
+    def __post_init__(self) -> None:
+        """The source's defaults made explicit where they need no data (so they are recorded)."""
+        own = self.name in OWN_DATA
+        if self.imbalance is None:
+            self.imbalance = 1.0 if own else DEFAULT_IMBALANCE
+        if self.val_per_class is None and not own:
+            self.val_per_class = DEFAULT_VAL_PER_CLASS
 
 
 @dataclass
@@ -76,6 +96,7 @@ class Splits:
     bound_labels: np.ndarray | None = None  # (B,) int64
     mean: tuple[float, ...] = ()  # normalisation applied to every split
     std: tuple[float, ...] = ()
+    chosen: list[str] = field(default_factory=list)  # the data-dependent defaults taken, said once by the stage
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +128,8 @@ def check_spec(spec: DatasetSpec) -> None:
         if bad or not spec.counts:
             raise ConfigError(f"counts must be positive integers, one per class; got {brief(spec.counts)}")
     for name in ("val_per_class", "bound_per_class"):
+        if name == "val_per_class" and spec.val_per_class is None and spec.name in OWN_DATA:
+            continue  # the automatic share
         if not isinstance(getattr(spec, name), int) or getattr(spec, name) < 0:
             raise ConfigError(f"{name} must be a whole number >= 0, got {getattr(spec, name)!r}")
     if spec.image_size is not None and spec.image_size < 8:
@@ -133,6 +156,8 @@ def spec_from_dict(d: dict) -> DatasetSpec:
     if "name" not in d:
         raise ConfigError("a data set spec needs a 'name' (e.g. cifar10-lt)")
     values = dict(d)
+    if values["name"] in OWN_DATA and values.get("image_size") is None:
+        values["image_size"] = LEGACY_IMAGE_SIZE  # saved before the native default: it was trained at 224
     for key in ("counts",):
         if values.get(key) is not None:
             values[key] = _int_list(key, values[key])
