@@ -2,8 +2,9 @@
 # Your own data set as image folders: ROOT/train/<class>/*, ROOT/test/<class>/* (or val/),
 # grayscale or colour, classes in folder-name order. Optionally made long-tailed on top.
 #   ROOT       the data set folder (required)
-#   IMBALANCE  imbalance factor to impose on the training folders (default 1: keep them as they are)
-#   IMAGE_SIZE side the images are resized to (default 224); ARCH backbone (default resnet18)
+#   IMBALANCE  imbalance factor to impose on the training folders (default: none, keep them as they are)
+#   IMAGE_SIZE side the images are resized to (default: their own size when they share one, else 224)
+#   ARCH       backbone (default resnet18)
 #   EPOCHS     training epochs (default 30); RUNS output folder (default runs/imagefolder)
 #   EXTRA      more train-backbone options (e.g. "--pretrained resnet18.pth --lr 0.01")
 #   FINETUNE  more augment-finetune options (e.g. "--iterations 3200")
@@ -15,8 +16,8 @@ RUNS=${RUNS:-runs/imagefolder}
 mkdir -p "$RUNS"
 
 # shellcheck disable=SC2086
-$LTKIT train-backbone --data imagefolder --root "$ROOT" --imbalance "${IMBALANCE:-1}" \
-        --image-size "${IMAGE_SIZE:-224}" --arch "${ARCH:-resnet18}" --epochs "${EPOCHS:-30}" \
+$LTKIT train-backbone --data imagefolder --root "$ROOT" ${IMBALANCE:+--imbalance "$IMBALANCE"} \
+        ${IMAGE_SIZE:+--image-size "$IMAGE_SIZE"} --arch "${ARCH:-resnet18}" --epochs "${EPOCHS:-30}" \
         ${EXTRA:-} --out "$RUNS/backbone.pt" \
     | $LTKIT extract - --out "$RUNS/features.h5" \
     | $LTKIT confusing-classes - --csv "$RUNS/confusing.csv" --out "$RUNS/table.pt" \

@@ -60,8 +60,8 @@ def test_cifar_lt_example_on_fake_cifar10(tmp_path):
 @pytest.mark.e2e
 def test_imagefolder_example_on_fake_folders(tmp_path):
     write_imagefolder(tmp_path / "folders", counts=[30, 20, 10, 4, 2], test_per_class=3)
-    run_example("imagefolder.sh", tmp_path, ROOT=str(tmp_path / "folders"), IMAGE_SIZE="12",
-                ARCH="resnet32", EPOCHS="1", EXTRA="--batch-size 8 --lr 0.02 --val-per-class 0 --device cpu")
+    run_example("imagefolder.sh", tmp_path, ROOT=str(tmp_path / "folders"),  # the defaults for one's own data
+                ARCH="resnet32", EPOCHS="1", EXTRA="--batch-size 8 --lr 0.02 --device cpu")
     runs = tmp_path / "runs"
     balanced(runs / "fsa.json"), balanced(runs / "phase1.json")
     assert (runs / "confusing.csv").is_file() and any((runs / "report").glob("*.png"))
