@@ -103,7 +103,7 @@ def _checkpoint(info: dict[str, Any]) -> None:
         _print(f"validation: balanced acc {m['balanced_acc']:.4f}; " + ", ".join(
             f"{g} {v['accuracy']:.4f}" if v["accuracy"] is not None else f"{g} empty"
             for g, v in m["groups"].items()))
-    _rows_table(info["history"], "history (validation split only)")
+    _rows_table(info["history"], "history")
     _lineage(info.get("lineage"))
 
 
@@ -113,7 +113,7 @@ def _classifier(info: dict[str, Any]) -> None:
            f"{'x'.join(map(str, head['shape'] or []))}" + (", bias" if head["bias"] else ""))
     _options(info.get("options"), skip=("request",))
     _classes(info)
-    _rows_table(info["history"], "history (validation split only)")
+    _rows_table(info["history"], "history")
     _lineage(info.get("lineage"))
 
 

@@ -98,7 +98,8 @@ def _checkpoint(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
             **_classes(ckpt.get("class_names", []), ckpt.get("class_counts", [])),
             "dataset": ckpt.get("dataset"), "config": config, "data_fingerprint": ckpt.get("data_fingerprint"),
             "lineage": ckpt.get("lineage"), "versions": ckpt.get("versions"),
-            "metrics": _val_summary(ckpt.get("metrics")), "history": ckpt.get("history", [])}
+            "metrics": _val_summary(ckpt.get("metrics")),
+            "history": [{"epoch": i} | row for i, row in enumerate(ckpt.get("history", []), 1)]}  # older: unnumbered
 
 
 def _val_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:

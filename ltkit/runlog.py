@@ -100,8 +100,9 @@ def summary_writer(folder: str | os.PathLike, purge_step: int | None = None):
 class RunLog:
     """Rows -> ``path`` (CSV, flushed per row) and, with ``tensorboard``, event files there.
 
-    ``rows``: rows already logged by the run this one continues (a resume); the file is
-    started again from them (atomically), so nothing is repeated or lost."""
+    ``rows``: rows already logged by the run this one continues (a resume); with the first
+    new row the file is started again from them (atomically), so nothing is repeated or lost,
+    and a run refused before its first row leaves the file as it was."""
 
     def __init__(self, path: str | os.PathLike, step: str, *, extra: Iterable[str] = (),
                  rows: Iterable[dict[str, Any]] = (), tensorboard: str | os.PathLike | None = None):
@@ -109,14 +110,17 @@ class RunLog:
             raise ValueError(f"step must be one of {STEPS}, got {step!r}")
         self.path, self.step = Path(path), step
         self.columns = (step, *COLUMNS, *extra)
-        rows = list(rows)
-        self._tb = None
-        if tensorboard is not None:  # before the file: a missing extra refuses the run first
-            self._tb = summary_writer(tensorboard, purge_step=(rows[-1][step] + 1) if rows else None)
+        self._rows = list(rows)  # written with the first new row: a run refused before it writes nothing
+        self._fh = self._csv = self._tb = None
+        if tensorboard is not None:
+            self._tb = summary_writer(tensorboard, purge_step=(self._rows[-1][step] + 1) if self._rows else None)
+
+    def _start(self) -> None:
+        """The file, started again from the rows of before (atomically), open to append."""
         with atomic_output(self.path, suffix=".tmp") as tmp, open(tmp, "w", newline="") as fh:
             writer = self._writer(fh)
             writer.writeheader()
-            writer.writerows(_cells(row) for row in rows)
+            writer.writerows(_cells(row) for row in self._rows)
         self._fh = open(self.path, "a", newline="")
         self._csv = self._writer(self._fh)
 
@@ -125,6 +129,8 @@ class RunLog:
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (missing or None values: empty cells) and flush it to disk."""
+        if self._csv is None:
+            self._start()
         self._csv.writerow(_cells(row))
         self._fh.flush()
         if self._tb is not None:
@@ -135,7 +141,8 @@ class RunLog:
             self._tb.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
         if self._tb is not None:
             self._tb.close()
 

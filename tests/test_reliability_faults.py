@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from ltkit.classifiers import load_classifier
 from ltkit.cli import app
+from ltkit.runlog import read_log
 from ltkit.store import open_store
 from pausing import pause_env, wait_until_paused
 from storefixtures import make_store
@@ -152,7 +153,8 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path):
     with file_size_limit(200_000):  # a resnet32 checkpoint takes ~2 MB
         result = run("train-backbone", *TINY_TRAIN, "--epochs", "2", "--out", str(out), "--force", "--quiet")
     assert_refused(result, f"could not write {out}.partial", folder=tmp_path, before=before)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt"]  # no partial, no .tmp
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.metrics.csv", "b.pt"]  # no partial, no .tmp; the log
+    assert [row["epoch"] for row in read_log(tmp_path / "b.metrics.csv")] == ["1"]  # keeps the epoch logged
 
 
 def test_disk_full_while_updating_the_resume_state_keeps_the_last_one(tmp_path, monkeypatch):
@@ -170,7 +172,7 @@ def test_disk_full_while_updating_the_resume_state_keeps_the_last_one(tmp_path, 
     result = run("train-backbone", *TINY_TRAIN, "--epochs", "3", "--out", str(out), "--quiet")
     assert_refused(result, f"could not write {out}.partial")
     monkeypatch.undo()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt.partial"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.metrics.csv", "b.pt.partial"]
     assert torch.load(f"{out}.partial", weights_only=True)["epoch"] == 1  # the last good one
     resumed = run("train-backbone", *TINY_TRAIN, "--epochs", "3", "--out", str(out))
     assert resumed.exit_code == 0, resumed.stderr
@@ -188,7 +190,7 @@ def test_disk_full_while_writing_a_table_or_a_classifier(tmp_path):
         assert_refused(refused, f"could not write {table}: file too large", folder=tmp_path, before=before)
         clf = run("augment-finetune", str(store), *ITERS, "--quiet")
         assert_refused(clf, f"could not write {tmp_path / 's.fsa.pt'}", folder=tmp_path, before=before)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "s.fsa.metrics.csv"])  # the run's log
 
 
 # ---- kills and Ctrl-C of real processes ----------------------------------------------------------
