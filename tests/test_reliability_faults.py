@@ -234,12 +234,16 @@ def test_augment_finetune_killed_or_interrupted_leaves_nothing_and_restarts(tmp_
     killed.communicate(timeout=60)
     assert interrupted.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-800:]
     assert killed.returncode == -signal.SIGKILL
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.backbone.pt", "s.h5", "s.table.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int.metrics.csv", "kill.metrics.csv", "s.backbone.pt",
+                                                          "s.h5", "s.table.pt"]  # only the logs of what ran
+    assert [row["iteration"] for row in read_log(tmp_path / "kill.metrics.csv")] == ["50"]  # flushed before the kill
     Path(f"{out_kill}.partial").write_bytes(b"what a kill during the write would leave")
     again = run(*args, "--out", str(out_kill), "--quiet")
     assert again.exit_code == 0, again.stderr
     assert load_classifier(out_kill)[1]["options"]["iterations"] == 2000
     assert not Path(f"{out_kill}.partial").exists()
+    log = [int(row["iteration"]) for row in read_log(tmp_path / "kill.metrics.csv")]
+    assert log == list(range(50, 2001, 50))  # the rerun's log, started afresh
 
 
 # ---- concurrency ------------------------------------------------------------------------------------
