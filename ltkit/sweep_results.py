@@ -24,11 +24,13 @@ from typing import Any
 from ltkit.artifacts import check_name
 from ltkit.compare import COLUMNS, column_values
 from ltkit.errors import ArtifactError
+from ltkit.runlog import SUFFIX as LOG_SUFFIX
 
 MARKER = ".ltkit-sweep"
 TOP_FILES = frozenset({MARKER, "table.pt", "sweep.md", "sweep.csv", "sweep.json"})
 RUNS = "runs"
-RUN_SUFFIXES = (".pt", ".json", ".tmp", ".partial")  # a run's classifier, evaluations, unfinished writes
+# a run's classifier, evaluations, run log (`ltkit.runlog`), unfinished writes
+RUN_SUFFIXES = (".pt", ".json", LOG_SUFFIX, ".tmp", ".partial")
 VAL = "val_balanced"  # the column that chooses: balanced accuracy on the validation split
 
 
