@@ -216,8 +216,7 @@ def fit(st, table: ConfusingTable | None, phase1: Classifier, cfg: FinetuneConfi
         device: torch.device, val, log_to: Path | None = None
         ) -> tuple[Classifier, list[dict[str, Any]], FinetuneConfig, list[dict[str, Any]]]:
     """(classifier, history, ``cfg`` with what was chosen filled in, the ``auto`` augmenter
-    settings tried on validation) of a resolved ``cfg``; the history is logged to the run log
-    ``log_to`` too, when the method trains."""
+    settings tried on validation) of a resolved ``cfg``; a trained one's history goes to ``log_to`` too."""
     method = get_method(cfg.classifier)
     if not method.trains:
         return (*method.make(FitInputs(st, phase1, cfg, device, val)), [])
@@ -232,9 +231,8 @@ def fit(st, table: ConfusingTable | None, phase1: Classifier, cfg: FinetuneConfi
     cfg, tried = augment_auto.choose(bank, phase1, cfg, val, augment_auto.data_key(st.path, table))
     console.log(f"{method_name(cfg)}: {cfg.iterations} iterations of {cfg.batches.batch_size} on "
                 f"{device}, lr {cfg.lr} ({cfg.schedule}), {bank.num_views} view(s) per image")
-    with contextlib.ExitStack() as stack:
-        log = None if log_to is None else stack.enter_context(
-            RunLog(log_to, "iteration", extra=("tail_acc", "head_acc"), tensorboard=cfg.run.tensorboard))
+    log = log_to and RunLog(log_to, "iteration", extra=("tail_acc", "head_acc"), tensorboard=cfg.run.tensorboard)
+    with log or contextlib.nullcontext():
         clf, history = finetune_classifier(bank, phase1, cfg, val=val, log=log)
     return clf, history, cfg, tried
 
