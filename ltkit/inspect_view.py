@@ -107,10 +107,20 @@ def _checkpoint(info: dict[str, Any]) -> None:
     _lineage(info.get("lineage"))
 
 
+def _reads(head: dict[str, Any]) -> str:
+    """`` on ...``: what the classifier reads from the store."""
+    if head["kind"] != "spatial":
+        return ", on pooled features"
+    config = head.get("config") or {}
+    return (f", on the maps through a spatial head (depth {config.get('depth')}, width {config.get('width')}, "
+            f"kernel {config.get('kernel')}, {head.get('channels')} channels in)")
+
+
 def _classifier(info: dict[str, Any]) -> None:
     head = info["classifier"]
     _print(f"{info['path']}  ltkit classifier ({info['method']}), {head['kind']} "
-           f"{'x'.join(map(str, head['shape'] or []))}" + (", bias" if head["bias"] else ""))
+           f"{'x'.join(map(str, head['shape'] or []))}" + (", bias" if head["bias"] else "")
+           + _reads(info.get("head") or {"kind": "linear"}))
     _options(info.get("options"), skip=("request",))
     _classes(info)
     _rows_table(info["history"], "history")

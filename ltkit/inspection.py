@@ -120,8 +120,16 @@ def _classifier(path: Path, obj: dict[str, Any]) -> dict[str, Any]:
             "method": obj.get("method"),
             "classifier": {"kind": state.get("kind"), "shape": list(weight.shape) if weight is not None else None,
                            "bias": state.get("bias") is not None, "scale": state.get("scale")},
+            "head": _head(obj.get("head")),
             **_store_classes(parents.get("store", {}).get("path")),
             "options": obj.get("options"), "lineage": obj.get("lineage"), "history": obj.get("history", [])}
+
+
+def _head(head: dict[str, Any] | None) -> dict[str, Any]:
+    """What the classifier reads: pooled features (``linear``) or the maps through conv blocks."""
+    if not head:
+        return {"kind": "linear"}
+    return {"kind": head.get("kind"), "config": head.get("config"), "channels": head.get("channels")}
 
 
 def _store_classes(store: str | None) -> dict[str, Any]:

@@ -84,7 +84,8 @@ def test_a_classifier_with_its_history_and_its_store_counts(phase2):
     assert [row["iteration"] for row in info["history"]] == [30, 50, 60]
     assert [c["train_count"] for c in info["classes"]] == [120, 60, 25, 12, 5, 2]
     assert set(info["lineage"]["parents"]) == {"store", "table"}
-    assert "classifier (fsa)" in stderr and "history" in stderr
+    assert "classifier (fsa)" in stderr and "history" in stderr and "on pooled features" in stderr
+    assert info["head"] == {"kind": "linear"}
 
 
 def test_an_evaluation_a_report_and_a_run_log(phase2):

@@ -45,6 +45,9 @@ def test_spatial_head_trains_saves_and_evaluate_scores_the_test_maps(table, tmp_
     clf, meta = load_classifier(path)
     assert isinstance(clf, SpatialHead) and meta["format_version"] == 2 and meta["head"]["kind"] == "spatial"
     assert meta["options"]["head"] == "spatial" and meta["method"].startswith("spatial-")
+    from ltkit.inspection import inspect_artifact
+    assert inspect_artifact(str(path))["head"] == {"kind": "spatial", "config": meta["head"]["config"],
+                                                   "channels": meta["head"]["channels"]}
     result = evaluate(path, EvalConfig(device="cpu")).result
     assert result["classifier"] == {"kind": "spatial", "head": "spatial", "tau": None}
     with open_store(meta["lineage"]["parents"]["store"]["path"]) as st:
