@@ -35,6 +35,7 @@ from ltkit.metrics import (
     retrieval_scores,
     retrieval_summary,
 )
+from ltkit.valparts import part_rows, val_features
 
 EVAL_SPLITS = choices.EVAL_SPLITS
 MAX_ECE_BINS = 1000
@@ -42,7 +43,8 @@ MAX_ECE_BINS = 1000
 
 @dataclass
 class EvalConfig:
-    on: str = "test"                     # split measured: test | val
+    on: str = "test"                     # split measured: test | val | bound
+    val_part: str = "all"                # with on = val: all of it, or a half (tune | select: ltkit.valparts)
     tau: float | str | None = None       # post-hoc tau-normalisation: None, an exponent, "auto"
     tau_grid: tuple[float, ...] = TAU_GRID  # exponents "auto" tries on val (balanced accuracy)
     many_threshold: int = MANY_THRESHOLD  # many: more training images than this
@@ -55,6 +57,10 @@ class EvalConfig:
     def validate(self) -> None:
         if self.on not in EVAL_SPLITS:
             raise ConfigError(f"--split {self.on!r}: valid splits are {', '.join(EVAL_SPLITS)}")
+        if self.val_part not in choices.VAL_PARTS:
+            raise ConfigError(f"--val-part {self.val_part!r}: valid parts are {', '.join(choices.VAL_PARTS)}")
+        if self.val_part != "all" and self.on != "val":
+            raise ConfigError(f"--val-part {self.val_part} measures part of the validation split; add --split val")
         if isinstance(self.tau, str) and self.tau != "auto":
             raise ConfigError(f"--tau {self.tau!r}: give a number (e.g. 1.0) or 'auto'")
         if isinstance(self.tau, (int, float)) and not (math.isfinite(self.tau) and self.tau >= 0):
@@ -126,6 +132,9 @@ def evaluate(source: str | Path, config: EvalConfig, *, store: str | Path | None
         kind = clf.kind  # before tau-normalisation, which makes any linear / LWS one linear
         clf, tau_info = _apply_tau(clf, st, config, device)
         logits, labels = _logits(clf, st, config.on, config.chunk_rows, device)
+        if config.on == "val" and config.val_part != "all":
+            rows = part_rows(labels, config.val_part)
+            logits, labels = logits[rows], labels[rows]
         result, confusion = measure(logits, labels, np.asarray(st.train_counts),
                                     list(st.class_names), many=config.many_threshold,
                                     few=config.few_threshold, ece_bins=config.ece_bins,
@@ -138,7 +147,7 @@ def evaluate(source: str | Path, config: EvalConfig, *, store: str | Path | None
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, **run,
               "classifier": {"kind": kind, "head": getattr(clf, "head", "linear"),
                              "tau": None if tau_info is None else tau_info["value"]},
-              "tau": tau_info, "on": config.on}
+              "tau": tau_info, "on": config.on} | ({"val_part": config.val_part} if config.val_part != "all" else {})
     result = {**header, **result, "retrieval": retrieval, "ltkit_version": __version__}
     return Evaluation(jsonable(result), confusion)
 
@@ -265,10 +274,8 @@ def _apply_tau(clf: Classifier, st, config: EvalConfig, device: torch.device):
     if config.on == "val":
         console.warn("--tau auto chose tau on val and --split val measures on val too: the numbers "
                      "are optimistic; use --split test to report")
-    labels = np.asarray(st.read("val", "labels"), dtype=np.int64)  # (N,)
-    chunks = (torch.from_numpy(np.asarray(rows)).to(device)  # (B, C)
-              for _, rows in st.iter_chunks("val", "pooled", rows=config.chunk_rows))
-    tau, scores = pick_tau(clf, chunks, labels, config.tau_grid)
+    pooled, labels = val_features(st, device)  # (N, C), (N,): every image of the split
+    tau, scores = pick_tau(clf, [pooled], labels.cpu().numpy(), config.tau_grid)
     if tau is None:
         raise DataError(f"the store {st.path} has an empty validation split; --tau auto needs "
                         "validation images, or give --tau a number")

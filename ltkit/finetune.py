@@ -51,7 +51,7 @@ from ltkit.confusing_table import ConfusingTable, load_table, save_table
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.finetune_config import FinetuneConfig, method_name
-from ltkit.finetune_val import val_accuracy, val_metrics  # noqa: F401
+from ltkit.finetune_val import val_accuracy, val_features, val_metrics  # noqa: F401
 from ltkit.heads import (  # noqa: F401
     HEADS,
     accuracy_on,
@@ -278,7 +278,7 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
         phase1 = Classifier.from_store(st)
         check_combination(cfg.augment_name(), cfg.classifier, phase1.kind)
         check_inputs(st, cfg, phase1)
-        val = split_features(st, "val", device, HEADS.get(cfg.head).array) if "val" in st.splits else None
+        val = val_features(st, device, HEADS.get(cfg.head).array, cfg.val_part) if "val" in st.splits else None
         if val is None and cfg.run.eval_every:
             console.warn(f"--eval-every {cfg.run.eval_every}: {store_path} has no validation split, so "
                          "there is nothing to measure along the way (extract with validation images)")
@@ -286,7 +286,7 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
         clf, history, cfg, tried = fit(st, table, phase1, cfg, device, val, log_to)
         identity = store_identity(st)
         summary = {} if val is None else {"val_acc": accuracy_on(clf, *val),
-                                          "phase1_val_acc": val_accuracy(st, phase1, device)}
+                                          "phase1_val_acc": val_accuracy(st, phase1, device, cfg.val_part)}
     if pending:  # nothing was refused: now the store's default table goes beside it
         save_table(table, table_path)
     if val is not None:

@@ -59,6 +59,7 @@ class FinetuneConfig:
     head_width: int = WIDTH        # spatial: their channels (0: the maps' own, residual; chosen on val)
     head_kernel: int = 3           # spatial: conv kernel side, odd
     train_on: str = "train"        # train: the long-tailed split; bound: the store's balanced bound split
+    val_part: str = "all"          # the validation images auto options are chosen on: all | tune | select (a half)
     seed: int = 0                  # one seed for every draw and initialisation
     run: RunOptions = field(default_factory=_stage_run)  # device, threads, eval cadence, memory: not the result
 
@@ -70,6 +71,7 @@ class FinetuneConfig:
             check_choice(self.schedule, SCHEDULES, "--schedule")
         check_choice(self.ncm_metric, NCM_METRICS, "--ncm-metric")
         check_choice(self.train_on, TRAIN_SPLITS, "--train-on")
+        check_choice(self.val_part, choices.VAL_PARTS, "--val-part")
         from ltkit.heads import HEADS
 
         HEADS.get(self.head)
@@ -139,7 +141,8 @@ class FinetuneConfig:
                 if self.method_options:  # recorded only when the method has options
                     out["method_options"] = dict(self.method_options)
             elif f.name in HEAD_OPTIONS and self.head == "linear" or \
-                    f.name == "train_on" and self.train_on == "train":
+                    f.name == "train_on" and self.train_on == "train" or \
+                    f.name == "val_part" and self.val_part == "all":
                 continue  # options of before: an artifact without them is the same run
             elif f.name != "run":
                 out[f.name] = getattr(self, f.name)

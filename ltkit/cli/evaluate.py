@@ -32,7 +32,11 @@ def evaluate_cmd(
                                                               "(augment-finetune --train-on bound): adds a bound "
                                                               "section, with the classifier gap closed.",
                                               rich_help_panel=INPUT)] = None,
-    split: Annotated[str, choice("--split", "Store split measured", choices.EVAL_SPLITS, panel=MEASURE)] = "test",
+    split: Annotated[str, choice("--split", "Store split measured", choices.EVAL_SPLITS, panel=MEASURE,
+                                 note="bound: the store's balanced held-out split, when it has one.")] = "test",
+    val_part: Annotated[str, choice("--val-part", "With --split val: the images measured", choices.VAL_PARTS,
+                                    panel=MEASURE, note="tune / select: a stratified half (per class, alternate "
+                                                        "images), as ltkit sweep uses them.")] = "all",
     tau: Annotated[str | None, typer.Option("--tau", help=f"Post-hoc, on a linear/LWS classifier: {TAU_HELP}",
                                             rich_help_panel=MEASURE,
                                             autocompletion=completer(["auto"]))] = None,
@@ -71,7 +75,7 @@ def evaluate_cmd(
         check_choice(split, choices.EVAL_SPLITS, "--split")
         check_choice(group, choices.SUMMARY_GROUPS, "--group")
         check_choice(metric, choices.EVAL_METRICS, "--metric")
-        config = EvalConfig(on=split, tau=parse_tau(tau), many_threshold=many_threshold,
+        config = EvalConfig(on=split, val_part=val_part, tau=parse_tau(tau), many_threshold=many_threshold,
                             few_threshold=few_threshold, ece_bins=ece_bins,
                             retrieval=metric == "retrieval", device=device)
         if report is not None:

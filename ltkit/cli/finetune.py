@@ -98,6 +98,10 @@ def augment_finetune_cmd(
     train_on: Annotated[str, choice("--train-on", "Split the head is trained on", choices.TRAIN_ON, panel=METHOD,
                                     note="bound: the store's balanced bound split (the empirical classification "
                                          "bound, DisAlign).")] = "train",
+    val_part: Annotated[str, choice("--val-part", "Validation images auto options are chosen on", choices.VAL_PARTS,
+                                    panel=METHOD, note="tune / select: a stratified half (per class, alternate "
+                                                       "images); ltkit sweep tunes on tune and compares on select."
+                                    )] = "all",
     iterations: Annotated[int | None, typer.Option("--iterations", help="SGD steps (default 6400 for linear; 10 "
                                                                         "epochs-equivalent for crt/lws).",
                                                    rich_help_panel=OPTIMISER)] = None,
@@ -177,7 +181,7 @@ def augment_finetune_cmd(
                              margin=margin, scale=scale, tau=_finetune_tau(tau), ncm_metric=ncm_metric,
                              method_options=parse_method_options(method_option or []), head=head,
                              head_depth=head_depth, head_width=head_width, head_kernel=head_kernel,
-                             train_on=train_on, seed=seed, run=how)
+                             train_on=train_on, val_part=val_part, seed=seed, run=how)
         return augment_finetune(source, cfg, out=out, force=force, store=store)
 
     emit_path(run_stage(run, quiet=quiet, debug=debug))
