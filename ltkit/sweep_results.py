@@ -70,7 +70,7 @@ def choose(rows: Sequence[MethodRow]) -> MethodRow:
     return max(eligible, key=lambda r: statistics.fmean(x["balanced_accuracy"] for x in r.select))  # max: the first
 
 
-def test_rank(rows: Sequence[MethodRow], chosen: MethodRow) -> tuple[int, int]:
+def rank_on_test(rows: Sequence[MethodRow], chosen: MethodRow) -> tuple[int, int]:
     """(the chosen row's rank by mean test balanced accuracy among the eligible rows, 1 = best,
     ties counted in its favour; how many were ranked). For the report only: made after `choose`."""
     eligible = [r for r in rows if r.eligible]
@@ -86,7 +86,7 @@ def heads(label: str) -> dict[str, str]:
 
 def verdict(rows: Sequence[MethodRow], chosen: MethodRow, label: str) -> str:
     """The line after the table: what was chosen, on what, and its rank on test."""
-    rank, of = test_rank(rows, chosen)
+    rank, of = rank_on_test(rows, chosen)
     best = max((r for r in rows if r.eligible), key=lambda r: r.summary()[RANKED]["mean"])
     return (f"Chosen on {label}: **{chosen.method}**; its test rank (balanced accuracy) among the {of} "
             f"methods: **{rank} of {of}** (best on test: {best.method}, "
@@ -120,7 +120,7 @@ def markdown(rows: Sequence[MethodRow], chosen: MethodRow, label: str) -> str:
 
 def _test_ranks(rows: Sequence[MethodRow]) -> dict[str, int]:
     """Method -> its rank by mean test balanced accuracy among the eligible rows (report only)."""
-    return {r.method: test_rank(rows, r)[0] for r in rows if r.eligible}
+    return {r.method: rank_on_test(rows, r)[0] for r in rows if r.eligible}
 
 
 def csv_text(rows: Sequence[MethodRow], chosen: MethodRow) -> str:
@@ -139,7 +139,7 @@ def csv_text(rows: Sequence[MethodRow], chosen: MethodRow) -> str:
 
 
 def as_json(rows: Sequence[MethodRow], chosen: MethodRow, meta: dict[str, Any]) -> dict[str, Any]:
-    rank, of = test_rank(rows, chosen)
+    rank, of = rank_on_test(rows, chosen)
     ranks = _test_ranks(rows)
     return meta | {
         "chosen": {"method": chosen.method, "classifier": chosen.classifiers[0],

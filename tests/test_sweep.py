@@ -86,15 +86,20 @@ def test_the_sweep_writes_every_run_and_the_comparison(swept):
     for m in summary["methods"][1:]:
         trains = CLASSIFIERS.get(FinetuneConfig.from_options(m["options"]).classifier).trains
         assert m["runs"] == (2 if trains else 1)
-        for seed in range(m["runs"]):
-            for suffix in (".pt", ".val.json", ".test.json"):
-                assert (folder / "runs" / f"{m['method']}.seed{seed}{suffix}").is_file()
-    best = max(m["summary"]["val_balanced"]["mean"] for m in summary["methods"][1:])
-    first_best = next(m for m in summary["methods"][1:] if m["summary"]["val_balanced"]["mean"] == best)
+        for seed in range(m["runs"]):  # no bound split: methods tune on val's tune half
+            for suffix in (".pt", ".val-select.json", ".test.json"):
+                assert (folder / "runs" / f"{m['method']}.tune.seed{seed}{suffix}").is_file()
+    best = max(m["summary"]["select_balanced"]["mean"] for m in summary["methods"][1:])
+    first_best = next(m for m in summary["methods"][1:] if m["summary"]["select_balanced"]["mean"] == best)
     assert summary["chosen"]["method"] == first_best["method"]
-    assert chosen == folder / "runs" / f"{first_best['method']}.seed0.pt" == Path(summary["chosen"]["classifier"])
+    assert chosen == folder / "runs" / f"{first_best['method']}.tune.seed0.pt" == Path(summary["chosen"]["classifier"])
+    assert summary["selection"]["select_on"] == "val" and summary["selection"]["val_halves"]["select"] == [1] * 6
+    rank = 1 + sum(m["summary"]["balanced"]["mean"] > first_best["summary"]["balanced"]["mean"]
+                   for m in summary["methods"][1:])
+    assert summary["chosen"]["test_rank"] == rank and summary["chosen"]["ranked"] == len(methods) - 1
     table = (folder / "sweep.md").read_text().splitlines()
-    assert len(table) == 2 + len(methods) and "(chosen)" in "\n".join(table) and "±" in table[2]
+    assert len(table) == 4 + len(methods) and "(chosen)" in "\n".join(table) and "±" in table[2]
+    assert f"**{rank} of {len(methods) - 1}**" in table[-1] and "val-select balanced" in table[0]
     assert (folder / "sweep.csv").read_text().count("\n") == 1 + len(methods)
 
 
