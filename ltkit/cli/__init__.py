@@ -15,7 +15,7 @@ app = typer.Typer(
     help="Long-tailed image recognition: train a backbone once, cache what it sees in an HDF5 "
          "feature store, try tail-class remedies from the cache.\n\n"
          "Pipeline: train-backbone | extract - | confusing-classes - | augment-finetune - | evaluate -\n\n"
-         "Or, from a store: sweep - | evaluate - (every Phase-II method, chosen on validation).\n\n"
+         "Or, from a store: sweep - | evaluate - (every Phase-II method, chosen on held-out data).\n\n"
          "Every stage also takes --config FILE.toml (a [STAGE] table of long option names without "
          "dashes, e.g. batch-size = 64; command-line options win) and --print-config (print the "
          "resolved options as that table, and exit).",
