@@ -282,7 +282,7 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
         if val is None and cfg.run.eval_every:
             console.warn(f"--eval-every {cfg.run.eval_every}: {store_path} has no validation split, so "
                          "there is nothing to measure along the way (extract with validation images)")
-        cfg = cfg.resolved(st.rows(cfg.train_on), table.top if table is not None else 3)
+        cfg = cfg.resolved(st.rows("train"), table.top if table is not None else 3)
         clf, history, cfg, tried = fit(st, table, phase1, cfg, device, val, log_to)
         identity = store_identity(st)
         summary = {} if val is None else {"val_acc": accuracy_on(clf, *val),
