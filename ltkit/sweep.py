@@ -91,13 +91,31 @@ class Planned:
     trains: bool
 
 
-def plan(phase1_kind: str, has_maps: bool) -> tuple[list[Planned], list[str]]:
-    """(the methods to run, simplest first; why each other candidate was left out)."""
+def plan(phase1_kind: str, has_maps: bool, map_splits: frozenset[str] = frozenset(),
+         needs: frozenset[str] = frozenset({"train", "val", "test"})) -> tuple[list[Planned], list[str]]:
+    """(the methods to run, simplest first; why each other candidate was left out). Every head
+    kind beyond the pooled one (`ltkit.heads.HEADS`: the spatial head on the maps) joins with
+    `PAIRED` and its default batches when the store keeps maps for every split in ``needs``
+    (training, validation, test and the selection split)."""
+    from ltkit.heads import HEADS
+
     candidates = [{"classifier": name} for name in CLASSIFIERS.names()]
     candidates += [{"classifier": PAIRED, "augment": name} for name in AUGMENTERS.names()]
+    heads = [name for name in HEADS.names() if name != "linear"]
+    for head in heads:
+        missing = sorted(needs - map_splits) if HEADS.get(head).array == "features" else []
+        if missing:
+            cfg = FinetuneConfig.from_options({"classifier": PAIRED, "head": head})
+            candidates_left = f"{method_name(cfg)}: the store keeps no feature maps for {', '.join(missing)}"
+            candidates.append({"left_out": candidates_left})
+        else:
+            candidates.append({"classifier": PAIRED, "head": head})
     planned: list[Planned] = []
     left_out: list[str] = []
     for options in candidates:
+        if "left_out" in options:
+            left_out.append(options["left_out"])
+            continue
         cfg = FinetuneConfig.from_options(options)
         name, augment = method_name(cfg), cfg.augment_name()
         if any(p.method == name for p in planned):
@@ -147,6 +165,7 @@ def _store_facts(store_path: Path, select_on: str) -> tuple[str, bool, str, dict
             facts |= {"val_halves": describe(labels, len(st.class_names))}
             facts["images"] = sum(facts["val_halves"]["select"])
         has_maps = st.has("train", "features") and st.has("train", "cams")
+        facts["map_splits"] = sorted(s for s in st.splits if st.has(s, "features"))
         return Classifier.from_store(st).kind, has_maps, chosen, facts
 
 
@@ -176,7 +195,8 @@ def sweep(source: str | Path, cfg: SweepConfig, *, out: str | Path | None = None
             table_path = build_table(store_path, ConfusingConfig(), out=folder / "table.pt")
     phase1_kind, has_maps, select_on, facts = _store_facts(store_path, cfg.select_on)
     sel = SELECTIONS[select_on]
-    planned, left_out = plan(phase1_kind, has_maps)
+    planned, left_out = plan(phase1_kind, has_maps, frozenset(facts["map_splits"]),
+                             frozenset({"train", "val", "test", SELECTIONS[select_on].split}))
     for reason in left_out:
         console.log(f"left out {reason}")
     rows = [MethodRow("phase1", {}, eligible=False)]

@@ -40,11 +40,18 @@ def swept(tmp_path_factory):
 
 
 def test_the_plan_is_every_registered_classifier_and_every_augmenter_with_crt():
-    planned, left_out = plan("linear", True)
+    planned, left_out = plan("linear", True, frozenset({"train", "val", "test"}))
     names = [p.method for p in planned]
     expected = {method_name(FinetuneConfig(classifier=c)) for c in CLASSIFIERS.names()}
     expected |= {method_name(FinetuneConfig(classifier=PAIRED, augment=a)) for a in AUGMENTERS.names()}
+    expected |= {"spatial-class-balanced-crt"}  # every head kind on the maps, with crt
     assert set(names) == expected and len(names) == len(expected) and not left_out
+    # a spatial head needs the maps of every split it trains, chooses and is measured on
+    for maps, needs in ((frozenset(), frozenset({"train", "val", "test"})),
+                        (frozenset({"train", "val", "test"}), frozenset({"train", "val", "test", "bound"}))):
+        planned, left_out = plan("linear", True, maps, needs)
+        assert "spatial-class-balanced-crt" not in {p.method for p in planned}
+        assert [r for r in left_out if r.startswith("spatial-class-balanced-crt: the store keeps no feature maps")]
     trains = [p.trains for p in planned]
     assert trains == sorted(trains)  # training-free (simplest) first
     # a cosine Phase-I head rules out what rescales a linear one; no maps rules out fsa
@@ -101,6 +108,17 @@ def test_the_sweep_writes_every_run_and_the_comparison(swept):
     assert len(table) == 4 + len(methods) and "(chosen)" in "\n".join(table) and "±" in table[2]
     assert f"**{rank} of {len(methods) - 1}**" in table[-1] and "val-select balanced" in table[0]
     assert (folder / "sweep.csv").read_text().count("\n") == 1 + len(methods)
+
+
+def test_a_store_with_maps_sweeps_the_spatial_head_too(tmp_path):
+    store = make_store(tmp_path / "features.h5", bound_per_class=4, spatial_splits=("train", "val", "test", "bound"))
+    result = run("sweep", str(store), "--seeds", "1", "--iterations", "5", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((tmp_path / "features.sweep" / "sweep.json").read_text())
+    spatial = next(m for m in summary["methods"] if m["method"] == "spatial-class-balanced-crt")
+    assert spatial["options"]["head"] == "spatial" and spatial["runs"] == 1
+    assert summary["selection"]["select_on"] == "bound"  # compared on the bound maps
+    assert (tmp_path / "features.sweep" / "runs" / "spatial-class-balanced-crt.seed0.bound.json").is_file()
 
 
 def test_sweep_then_evaluate_through_a_pipe(swept, tmp_path):
