@@ -84,7 +84,7 @@ def test_two_process_extract_equals_one_process(tmp_path):
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == str(two)  # one line: rank 0 alone prints
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.pt", "one.h5", "two.h5"]  # shards gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.metrics.csv", "b.pt", "one.h5", "two.h5"]  # shards gone
 
     def datasets(f, prefix=""):
         for key, item in f.items():
