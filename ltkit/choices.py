@@ -57,8 +57,11 @@ TAU_G = 0.3
 # instance draws a 6-image class is almost never in a batch.
 DRAW = "class"
 AUTO = "auto"  # augment-finetune --tau-s/--tau-g/--gamma-min/--tail-draw/--head-draw: chosen on validation
-# The spatial head's conv blocks (augment-finetune --head spatial): chosen on the validation
-# split of the Fashion-MNIST-LT IF 100 stores, 4- and 10-epoch CE backbones
-# (benchmarks/spatial_defaults.py; the grid in docs/phase2.md). Width 0: the maps' channels.
+# The spatial head's conv blocks (augment-finetune --head spatial): depth chosen on the
+# validation split of the Fashion-MNIST-LT IF 100 stores, 4- and 10-epoch CE backbones
+# (benchmarks/spatial_defaults.py; the grid in docs/phase2.md); the width on their bound
+# split, which separates what 20 validation images per class cannot (docs/phase2.md): 128 for
+# a method that draws a fresh final layer (crt), 0 (the maps' own, residual) for one that
+# starts from the Phase-I weights (linear, lws), which need the maps' width.
 SPATIAL_DEPTH = 2
-SPATIAL_WIDTH = 0
+SPATIAL_WIDTH = 128

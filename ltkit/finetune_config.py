@@ -23,7 +23,7 @@ from ltkit.spatial_head import DEPTH, WIDTH, SpatialHeadConfig
 SCHEDULES = choices.FINETUNE_SCHEDULES
 TRAIN_SPLITS = choices.TRAIN_ON  # bound: the empirical classification bound (DisAlign)
 # recorded only when they differ from these (an artifact of before records none of them)
-HEAD_OPTIONS = {"head": "linear", "head_depth": DEPTH, "head_width": WIDTH, "head_kernel": 3}
+HEAD_OPTIONS = {"head": "linear", "head_depth": DEPTH, "head_width": None, "head_kernel": 3}
 # the nested AugmentConfig's fields under their flat option names (the artifact's options)
 BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in dataclasses.fields(AugmentConfig)}
 
@@ -56,7 +56,8 @@ class FinetuneConfig:
     method_options: dict[str, Any] = field(default_factory=dict)  # the method's own options (--method-option)
     head: str = "linear"           # a name of ltkit.heads.HEADS: linear (pooled features) | spatial (maps)
     head_depth: int = DEPTH        # spatial: conv blocks on the maps, 0..8 (chosen on val)
-    head_width: int = WIDTH        # spatial: their channels (0: the maps' own, residual; chosen on val)
+    head_width: int | None = None  # spatial: their channels (0: the maps' own, residual; None: WIDTH for a
+    #                                fresh final layer, 0 for the Phase-I one: `spatial_head`)
     head_kernel: int = 3           # spatial: conv kernel side, odd
     train_on: str = "train"        # train: the long-tailed split; bound: the store's balanced bound split
     val_part: str = "all"          # the validation images auto options are chosen on: all | tune | select (a half)
@@ -100,7 +101,14 @@ class FinetuneConfig:
         self.batches.validate()
 
     def spatial_head(self) -> SpatialHeadConfig:
-        return SpatialHeadConfig(depth=self.head_depth, width=self.head_width, kernel=self.head_kernel)
+        return SpatialHeadConfig(depth=self.head_depth, width=self.resolved_head_width(), kernel=self.head_kernel)
+
+    def resolved_head_width(self) -> int:
+        """--head-width, or its default: `WIDTH` when the method draws a fresh final layer
+        (crt), 0 (the maps' own channels) when it starts from the Phase-I weights."""
+        if self.head_width is not None:
+            return self.head_width
+        return WIDTH if get_method(self.classifier).reinitialises else 0
 
     def augment_name(self) -> str:
         return self.augment if self.augment != "auto" else get_method(self.classifier).default_augment
@@ -124,7 +132,8 @@ class FinetuneConfig:
                                          else base["iterations"])
         fixed = {} if getattr(augmenter, "auto_grid", ()) else \
             {name: AUTO_FIXED[name] for name in self.batches.auto_fields()}  # nothing to choose among
-        return dataclasses.replace(self, augment=self.augment_name(), iterations=iterations,
+        width = self.resolved_head_width() if self.head != "linear" else self.head_width
+        return dataclasses.replace(self, augment=self.augment_name(), iterations=iterations, head_width=width,
                                    batches=dataclasses.replace(self.batches, batch_size=batch, na=na, **fixed),
                                    lr=self.lr or base["lr"], schedule=self.schedule or base["schedule"],
                                    method_options=method.options | self.method_options)

@@ -105,6 +105,20 @@ def test_train_on_bound_trains_on_the_bound_split_for_the_steps_of_its_twin(tabl
         assert meta["options"]["iterations"] == math.ceil(10 * n_train / batch) != math.ceil(10 * n_bound / batch)
 
 
+def test_the_head_width_defaults_to_128_for_a_fresh_final_layer_and_the_maps_own_for_the_phase1_one(table, tmp_path):
+    for classifier, width in (("crt", 128), ("lws", 0), ("linear", 0)):
+        cfg = FinetuneConfig.from_options({"head": "spatial", "classifier": classifier})
+        assert cfg.head_width is None and cfg.spatial_head().width == width
+    options = {k: v for k, v in FAST.items() if k != "head_width"}
+    path = augment_finetune(table, FinetuneConfig.from_options(options | {"head": "spatial", "classifier": "lws"}),
+                            out=tmp_path / "lws.pt")  # not refused: the default width is the maps' own
+    _, meta = load_classifier(path)
+    assert meta["options"]["head_width"] == 0 and meta["head"]["config"]["width"] == 0
+    path = augment_finetune(table, FinetuneConfig.from_options(options | {"head": "spatial", "classifier": "crt"}),
+                            out=tmp_path / "crt.pt")
+    assert load_classifier(path)[1]["head"]["config"]["width"] == 128
+
+
 def test_refusals_are_one_line_naming_the_fix(table, tmp_path):
     cases = [({"head": "spatial", "classifier": "tau-norm"}, "use --classifier crt"),
              ({"head": "spatial", "classifier": "logit-adjust"}, "use --classifier crt"),

@@ -90,9 +90,11 @@ def augment_finetune_cmd(
     head_depth: Annotated[int, typer.Option("--head-depth", help="spatial: conv blocks on the maps (0..8; chosen on "
                                                                  "val).", rich_help_panel=METHOD)
                           ] = choices.SPATIAL_DEPTH,
-    head_width: Annotated[int, typer.Option("--head-width", help="spatial: their channels (0: the maps' own, "
-                                                                 "residual; chosen on val).", rich_help_panel=METHOD)
-                          ] = choices.SPATIAL_WIDTH,
+    head_width: Annotated[int | None, typer.Option(
+        "--head-width", help=f"spatial: their channels (0: the maps' own, residual). Default: "
+                             f"{choices.SPATIAL_WIDTH} for crt (a fresh final layer; chosen on the bound split), 0 "
+                             "for linear / lws (they start from the Phase-I weights).", rich_help_panel=METHOD)
+                          ] = None,
     head_kernel: Annotated[int, typer.Option("--head-kernel", help="spatial: conv kernel side (odd).",
                                              rich_help_panel=METHOD)] = 3,
     train_on: Annotated[str, choice("--train-on", "Split the head is trained on", choices.TRAIN_ON, panel=METHOD,
