@@ -27,7 +27,7 @@ from ltkit.data import DatasetSpec, build_splits
 from ltkit.extract import SeededViews, view_seed
 from ltkit.models import MODELS, create_model
 from ltkit.store import VIEWS, open_store
-from pausing import pause_env, wait_until_paused
+from pausing import DEADLINE_S, pause_env, wait_until_paused
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = DatasetSpec("synthetic", num_classes=4, n_max=30, counts=[24, 10, 5, 3], val_per_class=2,
@@ -290,7 +290,7 @@ def test_real_kills_resume_to_the_same_store(ckpt, reference, tmp_path):
     third = _spawn(ckpt, out, pause_rows=done + 8)
     wait_until_paused(third, _marker(out))
     third.send_signal(signal.SIGINT)
-    _, err = third.communicate(timeout=60)
+    _, err = third.communicate(timeout=DEADLINE_S)
     assert third.returncode == 130, err[-500:]
     assert "resuming" in err and _done(out) > done
     # 4. the same command finishes it: the same datasets as an uninterrupted run

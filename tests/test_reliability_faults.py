@@ -29,7 +29,7 @@ from ltkit.classifiers import load_classifier
 from ltkit.cli import app
 from ltkit.runlog import read_log
 from ltkit.store import open_store
-from pausing import pause_env, wait_until_paused
+from pausing import DEADLINE_S, pause_env, wait_until_paused
 from storefixtures import make_store
 from test_extract import RESUME_ARGS, assert_same_datasets, make_checkpoint
 from test_reliability import ITERS, TINY_TRAIN, assert_refused, snapshot
@@ -207,7 +207,7 @@ def test_train_backbone_ctrl_c_keeps_the_resume_state(tmp_path):
                   env=pause_env(ENV, "epoch-end", 1, marker))
     wait_until_paused(proc, marker)  # the resume state after epoch 1 is on disk
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 130, err[-800:]
     assert "interrupted" in err and "rerun the same command to resume" in err and "Traceback" not in err
     assert not out.exists() and not Path(f"{out}.partial.tmp").exists()
@@ -230,8 +230,8 @@ def test_augment_finetune_killed_or_interrupted_leaves_nothing_and_restarts(tmp_
     interrupted.send_signal(signal.SIGINT)
     wait_until_paused(killed, markers[1])
     killed.kill()
-    _, err = interrupted.communicate(timeout=60)
-    killed.communicate(timeout=60)
+    _, err = interrupted.communicate(timeout=DEADLINE_S)
+    killed.communicate(timeout=DEADLINE_S)
     assert interrupted.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-800:]
     assert killed.returncode == -signal.SIGKILL
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int.metrics.csv", "kill.metrics.csv", "s.backbone.pt",
