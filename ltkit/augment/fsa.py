@@ -125,17 +125,33 @@ class FeatureSpaceAugmenter:
     def draw(self, generator: torch.Generator, batches: int = 1) -> dict[str, torch.Tensor]:
         """``batches`` batches drawn at once (one set of tensor calls for all of them) and
         everything drawn to make them (the tests and benchmarks read these). Rows: all tail
-        rows, then all augmented rows (tail-major), then all head rows; `batches` splits them."""
+        rows, then all augmented rows (tail-major), then all head rows; `batches` splits them.
+        Algorithm 1's draws are here; how an augmented sample is made of them is `mix`."""
         bank, cfg, na = self.bank, self.cfg, self.cfg.na
         nt = self.nt * batches
-        L = bank.spatial.num_locations
         tail = bank.draw_tail(nt, cfg.tail_draw, generator)  # (Nt,)
         tail_view = bank.draw_views(nt, generator)  # (Nt,)
         tail_cls = bank.labels[tail]  # (Nt,)
         conf_cls, conf, conf_view, gamma = self.draw_confusing(tail_cls, generator)  # (Nt, Na), (A,) x 3
-
         owner = torch.arange(nt, device=bank.device).repeat_interleave(na)  # (A,) tail row of each
-        t_img, t_view = tail[owner], tail_view[owner]  # (A,), (A,)
+        augmented, mixed = self.mix(tail[owner], tail_view[owner], conf, conf_view, gamma, generator)
+        head = bank.draw_head(nt * (1 + na), cfg.head_draw, generator)  # (Nt(1+Na),)
+        head_view = bank.draw_views(nt * (1 + na), generator)  # (Nt(1+Na),)
+        features = torch.cat([bank.pooled[tail, tail_view], augmented,
+                              bank.pooled[head, head_view]])  # (B, C) or (B, C, H, W)
+        labels = torch.cat([tail_cls, tail_cls[owner], bank.labels[head]])  # (B,)
+        return {"features": features, "labels": labels, "tail": tail, "tail_view": tail_view,
+                "confusing": conf, "confusing_view": conf_view, "confusing_class": conf_cls,
+                "gamma": gamma, **mixed, "head": head, "head_view": head_view}
+
+    def mix(self, t_img: torch.Tensor, t_view: torch.Tensor, conf: torch.Tensor, conf_view: torch.Tensor,
+            gamma: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The (A, C) augmented features of A (tail image, view; confusing image, view; gamma)
+        draws, Algorithm 1: round(gamma L) class-specific location vectors of the tail map and the
+        rest class-generic ones of the confusing map, drawn with repetition, averaged; and what
+        was drawn to make them."""
+        bank = self.bank
+        L = bank.spatial.num_locations
         spec, gen = self.specific, self.generic
         n_spec = torch.round(gamma * L).long()  # (A,)
         n_spec = torch.where(spec.usable[t_img, t_view],
@@ -146,22 +162,13 @@ class FeatureSpaceAugmenter:
         drawable = torch.cat([spec.order[t_img, t_view], gen.order[conf, conf_view]], 1)  # (A, 2L)
         k = torch.where(take_spec, spec.count[t_img, t_view][:, None],
                         gen.count[conf, conf_view][:, None])  # (A, L)
-        u = torch.rand(nt * na, L, generator=generator, device=bank.device)  # (A, L)
+        u = torch.rand(len(t_img), L, generator=generator, device=bank.device)  # (A, L)
         rank = torch.minimum((u * k).long(), k - 1) + torch.where(take_spec, 0, L)  # (A, L)
         loc = drawable.gather(1, rank).long()  # (A, L)
         image = torch.where(take_spec, t_img[:, None], conf[:, None])  # (A, L)
         view = torch.where(take_spec, t_view[:, None], conf_view[:, None])  # (A, L)
         augmented = bank.spatial.mean(image, view, loc)  # (A, C) mean of each row's L vectors
-
-        head = bank.draw_head(nt * (1 + na), cfg.head_draw, generator)  # (Nt(1+Na),)
-        head_view = bank.draw_views(nt * (1 + na), generator)  # (Nt(1+Na),)
-        features = torch.cat([bank.pooled[tail, tail_view], augmented,
-                              bank.pooled[head, head_view]])  # (B, C)
-        labels = torch.cat([tail_cls, tail_cls[owner], bank.labels[head]])  # (B,)
-        return {"features": features, "labels": labels, "tail": tail, "tail_view": tail_view,
-                "confusing": conf, "confusing_view": conf_view, "confusing_class": conf_cls,
-                "gamma": gamma, "n_specific": n_spec, "take_specific": take_spec,
-                "location": loc, "head": head, "head_view": head_view}
+        return augmented, {"n_specific": n_spec, "take_specific": take_spec, "location": loc}
 
     def draw_confusing(self, tail_cls: torch.Tensor, generator: torch.Generator):
         """For (Nt,) tail classes: the confusing class of each of their Na slots (Nt, Na), an

@@ -66,29 +66,17 @@ class MapFeatureSpaceAugmenter(FeatureSpaceAugmenter):
     """FSA's batches as maps (B, C, H, W) for a spatial head; the bank's `pooled` is a
     `ltkit.heads.MapRows` (`ltkit.heads.map_bank`)."""
 
-    def draw(self, generator: torch.Generator, batches: int = 1) -> dict[str, torch.Tensor]:
-        """As `FeatureSpaceAugmenter.draw`, rows in the same order; ``features`` are maps and
-        ``keep`` / ``location`` say where each augmented map's locations came from."""
+    def mix(self, t_img: torch.Tensor, t_view: torch.Tensor, conf: torch.Tensor, conf_view: torch.Tensor,
+            gamma: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """As `FeatureSpaceAugmenter.mix`, the same draws made into maps (A, C, H, W) by
+        `mix_locations`; ``keep`` / ``location`` say where each map's locations came from."""
         from ltkit.heads import to_maps
 
-        bank, cfg, na = self.bank, self.cfg, self.cfg.na
-        nt = self.nt * batches
-        tail = bank.draw_tail(nt, cfg.tail_draw, generator)  # (Nt,)
-        tail_view = bank.draw_views(nt, generator)  # (Nt,)
-        tail_cls = bank.labels[tail]  # (Nt,)
-        conf_cls, conf, conf_view, gamma = self.draw_confusing(tail_cls, generator)  # (Nt, Na), (A,) x 3
-        owner = torch.arange(nt, device=bank.device).repeat_interleave(na)  # (A,) tail row of each
-        t_img, t_view = tail[owner], tail_view[owner]  # (A,), (A,)
+        bank, cfg = self.bank, self.cfg
         keep, loc = mix_locations(bank.cams[t_img, t_view], bank.nonzero[t_img, t_view],
                                   bank.cams[conf, conf_view], bank.nonzero[conf, conf_view],
                                   cfg.tau_s, cfg.tau_g, gamma, generator)  # (A, L), (A, L)
         image = torch.where(keep, t_img[:, None], conf[:, None])  # (A, L)
         view = torch.where(keep, t_view[:, None], conf_view[:, None])  # (A, L)
         augmented = to_maps(bank.spatial.vectors(image, view, loc), bank.pooled.hw)  # (A, C, H, W)
-        head = bank.draw_head(nt * (1 + na), cfg.head_draw, generator)  # (Nt(1+Na),)
-        head_view = bank.draw_views(nt * (1 + na), generator)  # (Nt(1+Na),)
-        features = torch.cat([bank.pooled[tail, tail_view], augmented, bank.pooled[head, head_view]])  # (B, C, H, W)
-        labels = torch.cat([tail_cls, tail_cls[owner], bank.labels[head]])  # (B,)
-        return {"features": features, "labels": labels, "tail": tail, "tail_view": tail_view,
-                "confusing": conf, "confusing_view": conf_view, "confusing_class": conf_cls,
-                "gamma": gamma, "keep": keep, "location": loc, "head": head, "head_view": head_view}
+        return augmented, {"keep": keep, "location": loc}
