@@ -17,6 +17,15 @@ from ltkit.testhooks import PAUSE_AT, PAUSE_MARKER
 DEADLINE_S = 300.0  # only a failing test waits this long: a paused stage waits for its signal
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for a stage a test will Ctrl-C: SIGINT at its default, as a terminal
+    starts a command. A test run started in the background by a shell without job control
+    inherits SIGINT ignored, and Python then never turns SIGINT into KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def pause_env(env: dict[str, str], point: str, at: int, marker: Path) -> dict[str, str]:
     """`env` with the stage asked to pause at `point` once its count reaches `at`."""
     marker.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from ltkit.data import DatasetSpec, build_splits
 from ltkit.extract import SeededViews, view_seed
 from ltkit.models import MODELS, create_model
 from ltkit.store import VIEWS, open_store
-from pausing import DEADLINE_S, pause_env, wait_until_paused
+from pausing import DEADLINE_S, interruptible, pause_env, wait_until_paused
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = DatasetSpec("synthetic", num_classes=4, n_max=30, counts=[24, 10, 5, 3], val_per_class=2,
@@ -259,7 +259,8 @@ def _spawn(ckpt: Path, out: Path, pause_rows: int | None = None) -> subprocess.P
     if pause_rows is not None:
         env = pause_env(env, "extract-rows", pause_rows, _marker(out))
     return subprocess.Popen([sys.executable, "-m", "ltkit", "extract", str(ckpt), "--out", str(out), *RESUME_ARGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            preexec_fn=interruptible)
 
 
 def _marker(out: Path) -> Path:

@@ -29,7 +29,7 @@ from ltkit.classifiers import load_classifier
 from ltkit.cli import app
 from ltkit.runlog import read_log
 from ltkit.store import open_store
-from pausing import DEADLINE_S, pause_env, wait_until_paused
+from pausing import DEADLINE_S, interruptible, pause_env, wait_until_paused
 from storefixtures import make_store
 from test_extract import RESUME_ARGS, assert_same_datasets, make_checkpoint
 from test_reliability import ITERS, TINY_TRAIN, assert_refused, snapshot
@@ -197,7 +197,8 @@ def test_disk_full_while_writing_a_table_or_a_classifier(tmp_path):
 
 def _ltkit(*args: str, env: dict[str, str] = ENV) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ltkit", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            preexec_fn=interruptible)
 
 
 @pytest.mark.e2e
@@ -220,7 +221,8 @@ def test_train_backbone_ctrl_c_keeps_the_resume_state(tmp_path):
 def test_augment_finetune_killed_or_interrupted_leaves_nothing_and_restarts(tmp_path, tmp_path_factory):
     store = make_store(tmp_path / "s.h5")
     args = ["augment-finetune", str(store), "--iterations", "2000", "--batch-size", "32",
-            "--device", "cpu", "--threads", "1"]
+            "--device", "cpu", "--threads", "1",  # FSA's options fixed: the pause lands in the run, not an auto trial
+            "--tau-s", "0.5", "--tau-g", "0.3", "--gamma-min", "0", "--tail-draw", "class", "--head-draw", "class"]
     out_int, out_kill = tmp_path / "int.pt", tmp_path / "kill.pt"
     markers = tmp_path_factory.mktemp("markers") / "int", tmp_path_factory.mktemp("markers") / "kill"
     run("confusing-classes", str(store), "--quiet")  # the table both processes use
