@@ -101,21 +101,10 @@ def plan(phase1_kind: str, has_maps: bool, map_splits: frozenset[str] = frozense
 
     candidates = [{"classifier": name} for name in CLASSIFIERS.names()]
     candidates += [{"classifier": PAIRED, "augment": name} for name in AUGMENTERS.names()]
-    heads = [name for name in HEADS.names() if name != "linear"]
-    for head in heads:
-        missing = sorted(needs - map_splits) if HEADS.get(head).array == "features" else []
-        if missing:
-            cfg = FinetuneConfig.from_options({"classifier": PAIRED, "head": head})
-            candidates_left = f"{method_name(cfg)}: the store keeps no feature maps for {', '.join(missing)}"
-            candidates.append({"left_out": candidates_left})
-        else:
-            candidates.append({"classifier": PAIRED, "head": head})
+    candidates += [{"classifier": PAIRED, "head": head} for head in HEADS.names() if head != "linear"]
     planned: list[Planned] = []
     left_out: list[str] = []
     for options in candidates:
-        if "left_out" in options:
-            left_out.append(options["left_out"])
-            continue
         cfg = FinetuneConfig.from_options(options)
         name, augment = method_name(cfg), cfg.augment_name()
         if any(p.method == name for p in planned):
@@ -127,6 +116,10 @@ def plan(phase1_kind: str, has_maps: bool, map_splits: frozenset[str] = frozense
             continue
         if AUGMENTERS.get(augment).needs_spatial and not has_maps:
             left_out.append(f"{name}: the store holds no training feature maps and CAMs")
+            continue
+        missing = sorted(needs - map_splits) if HEADS.get(cfg.head).array == "features" else []
+        if missing:
+            left_out.append(f"{name}: the store keeps no feature maps for {', '.join(missing)}")
             continue
         planned.append(Planned(name, options, CLASSIFIERS.get(cfg.classifier).trains))
     return sorted(planned, key=lambda p: p.trains), left_out  # stable: registry order within
