@@ -188,6 +188,8 @@ def load_classifier(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """A classifier artifact's classifier (a `Classifier`, or the head module of its head kind)
     and its metadata (method, options, lineage, history), validated: a damaged or doctored
     file is one `ArtifactError`, never a crash later."""
+    import ltkit.methods  # noqa: F401  (registers the kinds the Phase-II methods bring, e.g. disalign)
+
     obj = load_torch_artifact(path, FORMAT)
     version = FORMAT_VERSION if obj.get("head") is None else HEAD_FORMAT_VERSION  # the one its content needs
     if obj.get("format_version") != version:

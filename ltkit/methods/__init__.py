@@ -45,6 +45,10 @@ from ltkit.registry import Registry
 # epochs-equivalent: ceil(10 * N / batch) iterations).
 PAPER = {"iterations": 6400, "lr": 0.001, "batch_size": 128, "schedule": "constant"}
 KANG = {"epochs": 10, "lr": 0.2, "batch_size": 512, "schedule": "cosine"}
+# The epochs of the methods that re-balance through their loss on instance-sampled batches
+# (la-loss, disalign): there a class is drawn as often as it has images, so 10 epochs draw a
+# 6-image class 60 times and leave its part of the loss far from its minimum (docs/phase2.md).
+REWEIGHTED_EPOCHS = 300
 
 
 @dataclass
