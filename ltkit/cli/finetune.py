@@ -104,8 +104,9 @@ def augment_finetune_cmd(
                                     panel=METHOD, note="tune / select: a stratified half (per class, alternate "
                                                        "images); ltkit sweep tunes on tune and compares on select."
                                     )] = "all",
-    iterations: Annotated[int | None, typer.Option("--iterations", help="SGD steps (default 6400 for linear; 10 "
-                                                                        "epochs-equivalent for crt/lws).",
+    iterations: Annotated[int | None, typer.Option("--iterations", help="SGD steps (default 6400 for linear; else "
+                                                                        "the method's epochs: 10 for crt/lws/wb, "
+                                                                        "300 for la-loss/disalign).",
                                                    rich_help_panel=OPTIMISER)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 0.001 for linear, 0.2 for "
                                                           "crt/lws).", rich_help_panel=OPTIMISER)] = None,
