@@ -76,6 +76,7 @@ def test_training_moves_only_the_calibration_and_the_artifact_round_trips(tmp_pa
         load_classifier(bad)
 
 
+@pytest.mark.e2e  # a fresh interpreter: this one has imported the methods already
 def test_an_artifact_loads_without_importing_the_methods_first(tmp_path):
     # its kind is registered by ltkit.methods.disalign: load_classifier alone used to call
     # the file damaged ("no classifier state of a known kind")
