@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,33 +42,25 @@ from ltkit.artifacts import (
     resolve_input,
     reuse_existing,
 )
-from ltkit.augment import AUTO_FIXED, check_augmenter, iter_batches, make_augmenter  # noqa: F401
-from ltkit.augment.bank import FeatureBank, load_bank, resident_bank  # noqa: F401 (load_bank: the API of before)
+from ltkit.augment import AUTO_FIXED, check_augmenter, iter_batches, make_augmenter
+from ltkit.augment.bank import FeatureBank, load_bank, resident_bank
 from ltkit.classifiers import FORMAT as CLASSIFIER_FORMAT
-from ltkit.classifiers import NCM_METRICS, TAU_GRID, Classifier, load_classifier, save_classifier  # noqa: F401
+from ltkit.classifiers import Classifier, load_classifier, save_classifier
 from ltkit.confusing import table_for_store, table_store_path
 from ltkit.confusing_table import ConfusingTable, load_table, save_table
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.finetune_config import FinetuneConfig, method_name
-from ltkit.finetune_val import val_accuracy, val_features, val_metrics  # noqa: F401
-from ltkit.heads import (  # noqa: F401
-    HEADS,
-    accuracy_on,
-    augmenter_class,
-    check_inputs,
-    final_base,
-    head_of,
-    map_bank,
-    split_features,  # noqa: F401  (the library API of before)
-)
+from ltkit.finetune_val import val_accuracy, val_features, val_metrics
+from ltkit.heads import HEADS, accuracy_on, augmenter_class, check_inputs, final_base, map_bank, split_features
 from ltkit.lineage import parent, parent_change, store_identity
-from ltkit.methods import CLASSIFIERS, FitInputs, check_combination, get_method, training_free  # noqa: F401
-from ltkit.methods.ncm import ncm_classifier  # noqa: F401  (the library API of before)
-from ltkit.methods.tau_norm import tau_normalized  # noqa: F401
+from ltkit.methods import FitInputs, check_combination, get_method
 from ltkit.runlog import RunLog, check_log, val_columns
 from ltkit.runoptions import RUN_FIELDS, result_options
 
+# the library API beside the stage: a bank once, then a fine-tune per configuration
+__all__ = ["FinetuneConfig", "accuracy_on", "augment_finetune", "finetune_classifier", "fit", "load_bank",
+           "split_features", "sweep_on_val", "val_accuracy"]
 LOG_EVERY = 50  # iterations between progress lines (and device -> host syncs)
 
 
@@ -237,10 +229,11 @@ def fit(st, table: ConfusingTable | None, phase1: Classifier, cfg: FinetuneConfi
     return clf, history, cfg, tried
 
 
-def _request_differs(path: Path, request: dict[str, Any], parents: dict[str, Path]) -> str | None:
+def _request_differs(path: Path, request: dict[str, Any], parents: dict[str, Path],
+                     schedule: Callable[[dict[str, Any]], str | None]) -> str | None:
     """How the classifier at ``path`` differs from one made from these very parents with
-    these options; None when it does not. Options of an artifact of before (device and the
-    like among them) are compared without those."""
+    these options (and, by ``schedule``, the same resolved schedule); None when it does not.
+    Options of an artifact of before (device and the like among them) are compared without those."""
     _, meta = load_classifier(path)
     saved = meta["lineage"].get("parents", {})
     if set(saved) != set(parents):
@@ -249,7 +242,8 @@ def _request_differs(path: Path, request: dict[str, Any], parents: dict[str, Pat
     for role, p in parents.items():
         if parent_change(parent(meta["lineage"], role, owner=path), p):
             return f"was made from another version of its {role} {p} (the hash differs)"
-    return other_options(option_diff(result_options(meta["options"].get("request") or {}), request))
+    return other_options(option_diff(result_options(meta["options"].get("request") or {}), request)) \
+        or schedule(meta["options"])
 
 
 def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path | None = None,
@@ -265,7 +259,10 @@ def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path
     out = Path(out or (table_path or store_path).parent / f"{store_path.stem}.{method_name(cfg)}.pt")
     parents = {"store": store_path} | ({"table": table_path} if table_path else {})
     request = cfg.to_options()
-    if reuse_existing(out, force, lambda p: _request_differs(p, request, parents)):
+    with open_store(store_path) as st:
+        sized = (st.rows("train"), table.top if table is not None else 3)
+    if reuse_existing(out, force, lambda p: _request_differs(p, request, parents,
+                                                             lambda saved: cfg.schedule_change(saved, *sized))):
         console.log(f"{out} exists with the same options: reusing it (--force to fine-tune again)")
         return out.expanduser()
     inputs = [src for src in (store_path, table_path) if src]

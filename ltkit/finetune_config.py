@@ -24,6 +24,8 @@ SCHEDULES = choices.FINETUNE_SCHEDULES
 TRAIN_SPLITS = choices.TRAIN_ON  # bound: the empirical classification bound (DisAlign)
 # recorded only when they differ from these (an artifact of before records none of them)
 HEAD_OPTIONS = {"head": "linear", "head_depth": DEPTH, "head_width": None, "head_kernel": 3}
+# what `resolved` fills in from the method's defaults and a rerun must find unchanged
+SCHEDULE_OPTIONS = ("iterations", "lr", "schedule", "batch_size", "head_width")
 # the nested AugmentConfig's fields under their flat option names (the artifact's options)
 BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in dataclasses.fields(AugmentConfig)}
 
@@ -171,6 +173,18 @@ class FinetuneConfig:
                    batches=dataclasses.replace(_stage_batches(), **{batch_names[k]: v for k, v in options.items()
                                                                     if k in batch_names}),
                    run=dataclasses.replace(_stage_run(), **run))
+
+    def schedule_change(self, saved: dict[str, Any], num_train: int, nf: int) -> str | None:
+        """How the schedule an artifact ran (its ``saved`` resolved options) differs from the
+        one these options resolve to now, for `reuse_existing`; None when it does not. The
+        same request can mean another run once a default changed (la-loss's epochs did)."""
+        if not get_method(self.classifier).trains:
+            return None
+        now = self.resolved(num_train, nf).to_options()
+        diff = [f"{k} {saved[k]} then, {now.get(k)} now" for k in SCHEDULE_OPTIONS
+                if k in saved and saved[k] != now.get(k)]
+        return f"ran another schedule than these options give now ({'; '.join(diff)}: a default " \
+               "changed since)" if diff else None
 
     def replace(self, **changes: Any) -> FinetuneConfig:
         """A copy with options changed by their flat names (``tau_s=0.7``, ``device="cpu"``)."""

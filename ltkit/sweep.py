@@ -42,7 +42,7 @@ from ltkit import choices, console, testhooks
 from ltkit.artifacts import resolve_input
 from ltkit.augment import AUGMENTERS
 from ltkit.confusing import ConfusingConfig, build_table, load_table, table_store_path
-from ltkit.errors import ConfigError
+from ltkit.errors import ArtifactError, ConfigError
 from ltkit.evaluate import EvalConfig, evaluate
 from ltkit.evaluation_json import jsonable, load_evaluation
 from ltkit.finetune import augment_finetune
@@ -248,11 +248,23 @@ def _one_run(p: Planned, seed: int, cfg: SweepConfig, base: Path, table_path: Pa
     if p.trains and cfg.iterations:
         options["iterations"] = cfg.iterations
     with console.quietly():
-        clf = augment_finetune(table_path, FinetuneConfig.from_options(options), out=base.with_name(base.name + ".pt"))
+        clf = _finetune(table_path, FinetuneConfig.from_options(options), base.with_name(base.name + ".pt"))
         row.classifiers.append(str(clf))
         for what, on in evals.items():
             getattr(row, what).append(_evaluation(clf, on, base.with_name(f"{base.name}.{_label(on)}.json"),
                                                   table_path))
+
+
+def _finetune(table_path: Path, fc: FinetuneConfig, out: Path) -> Path:
+    """The run in the sweep's own folder: reused when it is this very run; one made otherwise
+    (a default changed since, a damaged file) is the sweep's own, so it is made again."""
+    try:
+        return augment_finetune(table_path, fc, out=out)
+    except ArtifactError as exc:
+        if not out.exists():
+            raise
+        console.warn(f"the sweep makes its run {out.name} again ({exc})")
+        return augment_finetune(table_path, fc, out=out, force=True)
 
 
 def _write(folder: Path, rows: list[MethodRow], chosen: MethodRow, meta: dict[str, Any], label: str) -> None:

@@ -12,13 +12,11 @@ from typer.testing import CliRunner
 
 from ltkit.augment import AUGMENTERS, AUTO_FIXED
 from ltkit.augment.bank import load_bank
-from ltkit.classifiers import Classifier, load_classifier
+from ltkit.classifiers import TAU_GRID, Classifier, load_classifier
 from ltkit.cli import app
 from ltkit.confusing import ConfusingConfig, build_table, load_table
 from ltkit.errors import ArtifactError, ConfigError
 from ltkit.finetune import (
-    CLASSIFIERS,
-    TAU_GRID,
     FinetuneConfig,
     accuracy_on,
     augment_finetune,
@@ -30,6 +28,7 @@ from ltkit.finetune import (
     sweep_on_val,
     val_accuracy,
 )
+from ltkit.methods import CLASSIFIERS
 from ltkit.store import open_store
 from storefixtures import make_store
 

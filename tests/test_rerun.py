@@ -91,3 +91,23 @@ def test_train_backbone_rerun_without_root_reuses_a_default_root_checkpoint(tmp_
     _reused(first, run(*args), out, before)
     other = run(*args[:-2], "--lr", "0.05", "--out", str(out))
     assert other.exit_code == 2 and "--force" in other.stderr and "other options (lr)" in other.stderr
+
+
+def test_augment_finetune_rerun_after_a_default_changed_is_refused(store, tmp_path, monkeypatch):
+    """The same request resolves to another run once a method's default schedule changed
+    (la-loss went from 10 to 300 epochs): the old classifier is not silently reused."""
+    from ltkit.methods import get_method
+
+    table = tmp_path / "t.pt"
+    assert run("confusing-classes", str(store), "--out", str(table)).exit_code == 0
+    out = tmp_path / "c.pt"
+    args = ("augment-finetune", str(table), "--classifier", "crt", "--augment", "none", "--out", str(out))
+    first = run(*args)
+    before = out.stat().st_mtime_ns
+    _reused(first, run(*args), out, before)
+    crt = type(get_method("crt"))
+    monkeypatch.setattr(crt, "schedule", crt.schedule | {"epochs": 2 * crt.schedule["epochs"]})
+    again = run(*args)
+    assert again.exit_code == 2 and out.stat().st_mtime_ns == before, again.stderr
+    assert "another schedule" in again.stderr and "iterations" in again.stderr and "--force" in again.stderr
+    assert run(*args, "--force").exit_code == 0 and out.stat().st_mtime_ns != before

@@ -181,3 +181,24 @@ def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
     summaries = [json.loads((f / "sweep.json").read_text())["methods"] for f in (folder, tmp_path / "fresh")]
     assert [m["summary"] for m in summaries[0]] == [m["summary"] for m in summaries[1]]
     assert Path(again.stdout.strip()).name == Path(fresh.stdout.strip()).name
+
+
+def test_a_rerun_after_a_default_changed_makes_the_stale_runs_again(swept, tmp_path, monkeypatch):
+    """The sweep's folder is its own: a run whose resolved schedule changed since (a method's
+    default did) is made again, the others are reused — never silently kept, never refused."""
+    import shutil
+
+    from ltkit.methods import get_method
+
+    store, _, folder = swept
+    copy = tmp_path / "copy.sweep"
+    shutil.copytree(folder, copy)
+    before = {p.name: p.stat().st_mtime_ns for p in (copy / "runs").glob("*.pt")}
+    wb = type(get_method("wb"))
+    monkeypatch.setattr(wb, "schedule", wb.schedule | {"lr": 2 * wb.schedule["lr"]})
+    again = run("sweep", str(store), *FAST, "--out", str(copy))
+    assert again.exit_code == 0, again.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (copy / "runs").glob("*.pt")}
+    remade = {name for name in before if after[name] != before[name]}
+    assert remade and all("wb" in name for name in remade), remade
+    assert "makes its run" in again.stderr and "another schedule" in again.stderr
