@@ -3,17 +3,30 @@
 An option left ``auto`` (by default FSA's thresholds, mixing range and tail / head draws,
 H2T's fusion ratio, and a method's own options such as wb's weight decay and MaxNorm
 radius) is chosen among the points of the augmenter's ``auto_grid`` (`ltkit.augment.fsa`)
-times those of the method's ``val_grid`` (`ltkit.methods`): one
-classifier per point, trained on the run's bank with the run's method and schedule, scored
-by balanced accuracy on the store's validation split; the best point wins, ties to the
-earlier one (the first is the fixed default of before). Options given a value keep it (grid
-points that differ only in those collapse into one). An augmenter without a grid takes the
-fixed values `AUTO_FIXED` for the ``auto`` options its grid does not set, training nothing.
+times those of the method's ``val_grid`` (`ltkit.methods`): one classifier per point, trained
+on the run's bank with the run's method and schedule, scored by balanced accuracy on the
+validation images the stage reads (all of val, or the tune half a sweep asks for:
+`ltkit.valparts`; never test, never the images a sweep then compares methods on). Options
+given a value keep it (grid points that differ only in those collapse into one). An
+augmenter without a grid takes the fixed values `AUTO_FIXED` for the ``auto`` options its
+grid does not set, training nothing.
+
+Which point wins (`pick`):
+- a grid without an off point (H2T's, the methods' own): the best, ties to the earlier one
+  (the first is the fixed default of before);
+- a grid with off points (FSA's: a point naming another augmenter, ``"augment": "none"``, the
+  same balanced batches with nothing synthesised): the one-standard-error rule. The best off
+  point is the reference; the best point overall replaces it only when its gain over the
+  reference exceeds one standard error of that gain, paired per validation image and
+  stratified by class (`ltkit.metrics.balanced_gain`). Augmenting has to beat the noise of
+  the images it is scored on; a run whose augmenting cannot be told from noise trains
+  without it (its recorded ``augment`` is then ``none``).
 
 The choice is made with one seed (`SELECTION_SEED`) whatever the run's seed, so every seed
 of a sweep trains with the same options; and it is remembered for the process, so a sweep
-pays for it once per method. Without a validation split the first point is taken, with a
-warning. The points tried and their validation accuracies are recorded in the classifier
+pays for it once per method. Without a validation split the first point is taken (FSA: off),
+with a warning. The points tried, their validation accuracies and (with an off point) each
+one's gain over the reference and its standard error are recorded in the classifier
 artifact (``options["auto_choice"]``).
 """
 
@@ -24,6 +37,7 @@ import json
 import os
 from typing import Any
 
+import numpy as np
 import torch
 
 from ltkit import console
@@ -31,7 +45,9 @@ from ltkit.augment import AUGMENTERS, AUTO, AUTO_FIXED
 from ltkit.augment.bank import FeatureBank
 from ltkit.classifiers import Classifier
 from ltkit.finetune_config import FinetuneConfig, method_name
+from ltkit.heads import predictions_on
 from ltkit.methods import CLASSIFIERS
+from ltkit.metrics import balanced_accuracy, balanced_gain, per_class_accuracy
 
 SELECTION_SEED = 0  # the seed of every trial run; the chosen options then serve every seed
 _chosen: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}  # memo key -> (point, rows)
@@ -44,7 +60,7 @@ def grid_points(cfg: FinetuneConfig) -> list[dict[str, Any]]:
     grid = getattr(AUGMENTERS.get(cfg.augment), "auto_grid", ()) if auto else ()
     points: list[dict[str, Any]] = []
     for point in grid:
-        chosen = {name: point[name] for name in auto}
+        chosen = {name: point[name] for name in ("augment", *auto) if name in point}  # an off point stays one
         if chosen not in points:
             points.append(chosen)
     method = CLASSIFIERS.get(cfg.classifier)
@@ -78,30 +94,56 @@ def choose(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
            val: tuple[torch.Tensor, torch.Tensor] | None, key: str) -> tuple[FinetuneConfig, list[dict[str, Any]]]:
     """(``cfg`` with every ``auto`` option chosen, the points tried with their validation
     accuracy). ``cfg`` resolved; ``key`` names the data (store and table) for the memo."""
-    from ltkit.finetune import accuracy_on, finetune_classifier
+    from ltkit.finetune import finetune_classifier
 
     cfg = without_training(cfg)
     points = grid_points(cfg)
     if not points:
         return cfg, []
     if val is None:
-        console.warn(f"{method_name(cfg)}: no validation split to choose {', '.join(points[0])} on; "
+        console.warn(f"{method_name(cfg)}: no validation split to choose {', '.join(auto_names(cfg))} on; "
                      f"using {_words(points[0])} (extract with validation images, or give the options)")
         return at_point(cfg, points[0]), []
     trial_cfg = cfg.replace(seed=SELECTION_SEED)
     memo = json.dumps([key, trial_cfg.to_options()], sort_keys=True, default=str)
     if memo not in _chosen:
-        console.log(f"{method_name(cfg)}: choosing {', '.join(points[0])} on the validation split "
+        console.log(f"{method_name(cfg)}: choosing {', '.join(auto_names(cfg))} on the validation split "
                     f"among {len(points)} settings (seed {SELECTION_SEED})")
-        rows = []
+        labels = val[1].cpu().numpy()  # (N,)
+        rows, hits = [], []
         for point in points:  # a loop over configurations
             clf, _ = finetune_classifier(bank, phase1, at_point(trial_cfg, point))
-            rows.append(point | {"val_acc": accuracy_on(clf, *val)})
-        best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc"], -i))  # ties: the earlier point
-        _chosen[memo] = (points[best], rows)
+            preds = predictions_on(clf, val[0]).cpu().numpy()  # (N,)
+            hits.append(preds == labels)
+            rows.append(point | {"val_acc": balanced_accuracy(per_class_accuracy(preds, labels, clf.num_classes))})
+        _chosen[memo] = (points[pick(rows, hits, labels)], rows)
     point, rows = _chosen[memo]
-    console.log(f"{method_name(cfg)}: chose {_words(point)} on validation")
+    console.log(f"{method_name(cfg)}: chose {_words(point)} on validation{_why(point, rows)}")
     return at_point(cfg, point), rows
+
+
+def pick(rows: list[dict[str, Any]], hits: list[np.ndarray], labels: np.ndarray) -> int:
+    """The index of the winning point (the module's rule) among ``rows`` (each a point with its
+    ``val_acc``) of a grid, given each point's (N,) per-image hits on the (N,) validation
+    ``labels``. With off points, every other row gets ``gain`` (over the reference, the best
+    off point) and ``se`` (its standard error) recorded in it."""
+    def best(candidates) -> int:
+        return max(candidates, key=lambda i: (rows[i]["val_acc"], -i))  # ties: the earlier point
+
+    top = best(range(len(rows)))
+    off = [i for i, row in enumerate(rows) if "augment" in row]
+    if not off:
+        return top
+    reference = best(off)
+    for i, row in enumerate(rows):
+        if i != reference:
+            row["gain"], row["se"] = balanced_gain(hits[reference], hits[i], labels)
+    return top if top not in off and rows[top]["gain"] > rows[top]["se"] else reference
+
+
+def auto_names(cfg: FinetuneConfig) -> list[str]:
+    """The options ``auto`` chooses for ``cfg`` (its augmenter's and its method's)."""
+    return list(dict.fromkeys(name for point in grid_points(cfg) for name in point))
 
 
 def data_key(store_path: str, table) -> str:
@@ -113,4 +155,16 @@ def data_key(store_path: str, table) -> str:
 
 
 def _words(point: dict[str, Any]) -> str:
-    return ", ".join(f"{name} {value}" for name, value in point.items())
+    words = ", ".join(f"{name} {value}" for name, value in point.items() if name != "augment")
+    return f"no augmentation (--augment {point['augment']}'s batches: {words})" if "augment" in point else words
+
+
+def _why(point: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Why the rule kept the off point or left it: the best augmenting point's gain and noise."""
+    gains = [row for row in rows if "gain" in row and "augment" not in row]
+    if not gains:
+        return ""
+    top = max(gains, key=lambda row: row["val_acc"])
+    verdict = "not more than" if "augment" in point else "more than"
+    return (f" (the best augmenting point gains {100 * top['gain']:+.2f} points over no augmentation, "
+            f"{verdict} its standard error {100 * top['se']:.2f})")

@@ -166,10 +166,15 @@ def split_features(store, split: str, device: torch.device | str = "cpu", array:
 
 
 @torch.no_grad()
+def predictions_on(clf, inputs: torch.Tensor) -> torch.Tensor:
+    """(N,) top-1 class of each row of ``inputs`` (pooled features or maps, as the head reads)."""
+    clf = clf.to(inputs.device)
+    return torch.cat([clf(part).argmax(1) for part in inputs.split(SCORE_ROWS)])  # (N,)
+
+
 def accuracy_on(clf, inputs: torch.Tensor, labels: torch.Tensor) -> float | None:
     """Mean per-class top-1 accuracy (classes without samples left out)."""
-    clf = clf.to(inputs.device)
-    preds = torch.cat([clf(part).argmax(1) for part in inputs.split(SCORE_ROWS)])  # (N,)
+    preds = predictions_on(clf, inputs)  # (N,)
     return balanced_accuracy(per_class_accuracy(preds.cpu().numpy(), labels.cpu().numpy(),
                                                 clf.num_classes))
 

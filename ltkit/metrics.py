@@ -41,6 +41,26 @@ def balanced_accuracy(per_class: np.ndarray) -> float | None:
     return float(valid.mean()) if valid.size else None
 
 
+def balanced_gain(hits_a: np.ndarray, hits_b: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(gain, its standard error): B's balanced accuracy minus A's on the same images, from
+    their (N,) per-image hits (bool) and the (N,) labels.
+
+    The gain is the mean over the classes with images of each class's paired difference
+    d_i = hit_b,i - hit_a,i averaged over its n_k images; its standard error is the stratified
+    one, sqrt(sum_k s_k^2 / n_k) / K, s_k^2 the sample variance (n_k - 1) of class k's d_i:
+    the noise of drawing these particular images. A class with one image contributes
+    s_k^2 = 1, the largest variance a difference in {-1, 0, 1} can have."""
+    d = np.asarray(hits_b, dtype=np.float64) - np.asarray(hits_a, dtype=np.float64)  # (N,)
+    labels = np.asarray(labels)
+    classes = np.unique(labels)  # (K,) the classes with images
+    gains, variances = [], []
+    for k in classes:  # a loop over classes, not images
+        dk = d[labels == k]  # (n_k,)
+        gains.append(dk.mean())
+        variances.append((dk.var(ddof=1) if dk.size > 1 else 1.0) / dk.size)
+    return float(np.mean(gains)), float(np.sqrt(np.sum(variances)) / len(classes))
+
+
 def check_thresholds(many: int, few: int) -> None:
     """many / medium / few must not overlap: few <= many + 1 keeps medium = [few, many]."""
     if few < 0 or many < 0 or few > many + 1:

@@ -30,8 +30,9 @@ def phase2(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inspect")
     store = make_store(folder / "features.h5")
     table = build_table(store, ConfusingConfig(head_ratio=0.8))
+    fsa = dict(tau_s=0.5, tau_g=0.3, gamma_min=0.0, tail_draw="class", head_draw="class")  # FSA itself, not auto
     clf = augment_finetune(table, FinetuneConfig.from_options(dict(iterations=60, batch_size=32, device="cpu",
-                                                                   eval_every=30)))
+                                                                   eval_every=30, **fsa)))
     evaluated = run_cli("evaluate", str(clf), "--report", str(folder / "report"))
     assert evaluated.exit_code == 0, evaluated.stderr
     (folder / "eval.json").write_text(evaluated.stdout)

@@ -30,7 +30,8 @@ def work(tmp_path_factory) -> dict[str, Path]:
     store = make_store(root / "features.h5")
     table = build_table(store, ConfusingConfig(head_ratio=0.8), out=root / "features.table.pt")
     clfs = {}
-    for name, args in (("linear", []), ("cosine", ["--augment", "cloud"]), ("lws", ["--classifier", "lws"])):
+    fsa = ["--tau-s", "0.5", "--tau-g", "0.3", "--gamma-min", "0", "--tail-draw", "class", "--head-draw", "class"]
+    for name, args in (("linear", fsa), ("cosine", ["--augment", "cloud"]), ("lws", ["--classifier", "lws"])):
         clfs[name] = root / f"{name}.pt"
         result = run("augment-finetune", str(table), *ITERS, *args, "--out", str(clfs[name]), "--quiet")
         assert result.exit_code == 0, result.stderr

@@ -98,7 +98,9 @@ class Augmenter(Protocol):
     needs_cosine: ClassVar[bool]    # its batches train a cosine classifier with an angular margin
     balanced_batches: ClassVar[bool]  # its batches are Algorithm 1's 2 * Nt * (1 + Na) samples
     # optional: auto_grid: ClassVar[tuple[dict, ...]], the points (AugmentConfig fields ->
-    # values) an AUTO option is chosen among on the validation split; the first is the default
+    # values) an AUTO option is chosen among on the validation split; the first is the default.
+    # A point may name another augmenter ("augment": "none"): an off point, whose batches that
+    # augmenter makes; `ltkit.augment_auto` keeps it unless augmenting beats it by more than noise
 
     def __init__(self, bank: FeatureBank, cfg: AugmentConfig) -> None: ...
 

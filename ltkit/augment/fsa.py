@@ -86,15 +86,18 @@ class LocationTable:
 
 
 def _auto_grid() -> tuple[dict, ...]:
-    """The points ``auto`` chooses among on validation (`ltkit.augment_auto`), default first:
-    two threshold pairs (the default, and a stricter one: fewer, surer specific locations,
-    only the least class-like generic ones) x three mixing ranges (the paper's U(0, 1); U(0.5,
-    1), mostly the tail image's own locations; U(0.9, 1), nearly the real tail feature: the
-    point that keeps FSA close to no augmentation where augmenting hurts), then the default
-    with instance draws (the literal reading of Algorithm 1)."""
+    """The points ``auto`` chooses among on validation (`ltkit.augment_auto`). First the off
+    point: ``none``'s batches (the same balanced batches with nothing synthesised, the paper's
+    "No Aug") with the default draws, which ``auto`` keeps unless an augmenting point beats it
+    on validation by more than the validation noise. Then two threshold pairs (the default,
+    and a stricter one: fewer, surer specific locations, only the least class-like generic
+    ones) x three mixing ranges (the paper's U(0, 1); U(0.5, 1), mostly the tail image's own
+    locations; U(0.9, 1), nearly the real tail feature), then the default with instance draws
+    (the literal reading of Algorithm 1)."""
     points = tuple({"tau_s": s, "tau_g": g, "gamma_min": m, "tail_draw": DRAW, "head_draw": DRAW}
                    for (s, g), m in itertools.product(((TAU_S, TAU_G), (0.7, 0.1)), (0.0, 0.5, 0.9)))
-    return points + ({**points[0], "tail_draw": "instance", "head_draw": "instance"},)
+    off = {"augment": "none", **points[0]}
+    return (off, *points, {**points[0], "tail_draw": "instance", "head_draw": "instance"})
 
 
 @AUGMENTERS.register("fsa")

@@ -124,7 +124,9 @@ def augment_finetune_cmd(
                                                         "Nf, one per confusing class; fewer: drawn among the Nf).",
                                            rich_help_panel=BATCHES)] = None,
     tau_s: Annotated[str, typer.Option("--tau-s", help="fsa: class-specific locations have CAM > tau_s; auto: "
-                                                       "chosen on the validation split with the next four.",
+                                                       "chosen on the validation split with the next four, "
+                                                       "no augmentation among the choices (kept unless FSA "
+                                                       "beats it by more than one standard error).",
                                        rich_help_panel=BATCHES, autocompletion=completer([AUTO]))] = AUTO,
     tau_g: Annotated[str, typer.Option("--tau-g", help="fsa: class-generic locations have CAM < tau_g, or auto.",
                                        rich_help_panel=BATCHES, autocompletion=completer([AUTO]))] = AUTO,
