@@ -15,12 +15,15 @@ Which point wins (`pick`):
 - a grid without an off point (H2T's, the methods' own): the best, ties to the earlier one
   (the first is the fixed default of before);
 - a grid with off points (FSA's: a point naming another augmenter, ``"augment": "none"``, the
-  same balanced batches with nothing synthesised): the one-standard-error rule. The best off
-  point is the reference; the best point overall replaces it only when its gain over the
-  reference exceeds one standard error of that gain, paired per validation image and
-  stratified by class (`ltkit.metrics.balanced_gain`). Augmenting has to beat the noise of
-  the images it is scored on; a run whose augmenting cannot be told from noise trains
-  without it (its recorded ``augment`` is then ``none``).
+  same balanced batches with nothing synthesised): a one-standard-error rule corrected for
+  the number of points tried. The best off point is the reference; each augmenting point's
+  gain over it on validation has a standard error, paired per validation image and
+  stratified by class (`ltkit.metrics.balanced_gain`); a point beats the reference when its
+  gain exceeds `one_se_quantile` (m) standard errors, m the augmenting points tried (1 for
+  one point, 2.00 for FSA's 7: one SE's level shared among them). The best of the points
+  that beat it wins; none does: the reference. Augmenting has to beat the noise of the
+  images it is scored on; a run whose augmenting cannot be told from noise trains without
+  it (its recorded ``augment`` is then ``none``).
 
 The choice is made with one seed (`SELECTION_SEED`) whatever the run's seed, so every seed
 of a sweep trains with the same options; and it is remembered for the process, so a sweep
@@ -35,6 +38,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -126,19 +130,29 @@ def pick(rows: list[dict[str, Any]], hits: list[np.ndarray], labels: np.ndarray)
     """The index of the winning point (the module's rule) among ``rows`` (each a point with its
     ``val_acc``) of a grid, given each point's (N,) per-image hits on the (N,) validation
     ``labels``. With off points, every other row gets ``gain`` (over the reference, the best
-    off point) and ``se`` (its standard error) recorded in it."""
+    off point), ``se`` (its standard error) and ``margin`` (the gain it has to exceed) recorded."""
     def best(candidates) -> int:
         return max(candidates, key=lambda i: (rows[i]["val_acc"], -i))  # ties: the earlier point
 
-    top = best(range(len(rows)))
     off = [i for i, row in enumerate(rows) if "augment" in row]
     if not off:
-        return top
-    reference = best(off)
+        return best(range(len(rows)))
+    reference, z = best(off), one_se_quantile(len(rows) - len(off))
     for i, row in enumerate(rows):
         if i != reference:
             row["gain"], row["se"] = balanced_gain(hits[reference], hits[i], labels)
-    return top if top not in off and rows[top]["gain"] > rows[top]["se"] else reference
+            row["margin"] = z * row["se"]
+    beyond = [i for i in range(len(rows)) if i not in off and rows[i]["gain"] > rows[i]["margin"]]
+    return best(beyond) if beyond else reference
+
+
+def one_se_quantile(m: int) -> float:
+    """How many standard errors an augmenting point's gain must exceed when ``m`` are tried:
+    the one-standard-error rule's one-sided level, P(Z > 1) = 15.9 %, shared among the m
+    (Bonferroni), so that noise alone makes any of them win no more often than one point
+    alone would: 1.00 for m = 1, 2.00 for FSA's 7."""
+    unit = NormalDist()
+    return unit.inv_cdf(1.0 - (1.0 - unit.cdf(1.0)) / max(m, 1))
 
 
 def auto_names(cfg: FinetuneConfig) -> list[str]:
@@ -167,4 +181,4 @@ def _why(point: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     top = max(gains, key=lambda row: row["val_acc"])
     verdict = "not more than" if "augment" in point else "more than"
     return (f" (the best augmenting point gains {100 * top['gain']:+.2f} points over no augmentation, "
-            f"{verdict} its standard error {100 * top['se']:.2f})")
+            f"{verdict} {one_se_quantile(len(gains)):.2f} standard errors of {100 * top['se']:.2f})")

@@ -41,9 +41,10 @@ def test_fsa_auto_follows_the_one_se_rule_and_is_recorded(table_path, tmp_path):
     grid = AUGMENTERS.get("fsa").auto_grid
     assert len(tried) == len(grid) == 8 and tried[0]["augment"] == "none"  # the off point first
     assert all(options["request"][name] == AUTO for name in AUTO_FIXED)
-    assert all(set(row) == set(grid[i]) | {"val_acc", "gain", "se"} for i, row in enumerate(tried) if i)
-    top = max(range(len(tried)), key=lambda i: (tried[i]["val_acc"], -i))
-    chosen = top if top and tried[top]["gain"] > tried[top]["se"] else 0
+    assert all(set(row) == set(grid[i]) | {"val_acc", "gain", "se", "margin"} for i, row in enumerate(tried) if i)
+    beyond = [i for i in range(1, len(tried)) if tried[i]["gain"] > tried[i]["margin"]]
+    chosen = max(beyond, key=lambda i: (tried[i]["val_acc"], -i)) if beyond else 0
+    assert all(row["margin"] == pytest.approx(augment_auto.one_se_quantile(7) * row["se"]) for row in tried[1:])
     assert options["augment"] == tried[chosen].get("augment", "fsa")
     fsa_names = tuple(grid[1])  # the options FSA's grid sets (not h2t's ratio)
     assert {name: options[name] for name in fsa_names} == {name: tried[chosen][name] for name in fsa_names}
@@ -72,7 +73,7 @@ def test_where_augmenting_does_not_help_auto_is_none_bit_for_bit(table_path, tmp
     none = augment_finetune(table_path, FinetuneConfig.from_options(common | {"augment": "none"}),
                             out=tmp_path / "none.pt")
     (a, meta), (b, none_meta) = load_classifier(auto), load_classifier(none)
-    assert all(row["gain"] <= row["se"] for row in meta["options"]["auto_choice"][1:])
+    assert all(row["gain"] <= row["margin"] for row in meta["options"]["auto_choice"][1:])
     assert meta["options"]["augment"] == "none" and meta["method"] == none_meta["method"] == "none"
     assert meta["options"]["request"]["augment"] == "fsa"
     assert {n: meta["options"][n] for n in AUTO_FIXED} == {n: none_meta["options"][n] for n in AUTO_FIXED}
@@ -89,7 +90,7 @@ def test_where_augmenting_clearly_helps_its_point_is_chosen(table_path, tmp_path
     _, meta = load_classifier(augment_finetune(table_path, cfg, out=tmp_path / "crt.pt"))
     options, tried = meta["options"], meta["options"]["auto_choice"]
     top = max(range(len(tried)), key=lambda i: (tried[i]["val_acc"], -i))
-    assert top > 0 and tried[top]["gain"] > 2 * tried[top]["se"]  # clearly, not by a hair
+    assert top > 0 and tried[top]["gain"] > 1.5 * tried[top]["margin"]  # clearly, not by a hair
     assert options["augment"] == "fsa" and meta["method"] == "fsa-crt"
     assert {n: options[n] for n in AUTO_FIXED if n in tried[top]} == {n: tried[top][n] for n in AUTO_FIXED
                                                                       if n in tried[top]}
@@ -113,10 +114,20 @@ def test_the_rule_margin_by_hand():
         acc = [float(np.mean([h[labels == k].mean() for k in (0, 1)])) for h in hits]
         return [{"augment": "none", "val_acc": acc[0]}] + [{"tau_s": 0.5, "val_acc": a} for a in acc[1:]]
 
+    # one augmenting point: its gain has to exceed one standard error
+    assert augment_auto.one_se_quantile(1) == pytest.approx(1.0)
     assert augment_auto.pick(rows(off, one_more), [off, one_more], labels) == 0  # gain == se: off kept
-    assert augment_auto.pick(rows(off, two_more), [off, two_more], labels) == 1  # gain > se: chosen
-    assert augment_auto.pick(rows(off, one_more, two_more), [off, one_more, two_more], labels) == 2
+    assert augment_auto.pick(rows(off, two_more), [off, two_more], labels) == 1  # 3/8 > sqrt(5)/8: chosen
     assert augment_auto.pick(rows(two_more, off), [two_more, off], labels) == 0  # best is off
+    # two: P(Z > 1) = 0.1587 shared, P(Z > z) = 0.0793, z = 1.4096; 3/8 < 1.4096 sqrt(5)/8 = 0.394: off
+    tried = rows(off, one_more, two_more)
+    assert augment_auto.one_se_quantile(2) == pytest.approx(1.4096, abs=1e-4)
+    assert augment_auto.pick(tried, [off, one_more, two_more], labels) == 0
+    assert tried[2]["margin"] == pytest.approx(1.4096 * 5 ** 0.5 / 8, abs=1e-4)
+    assert augment_auto.one_se_quantile(7) == pytest.approx(2.0, abs=0.01)  # FSA's 7 points
+    all_right = np.ones(6, bool)  # gain 1/2 + 1/2 ... every image right: (3/4 + 1/2) / 2 = 5/8
+    tried = rows(off, two_more, all_right)
+    assert augment_auto.pick(tried, [off, two_more, all_right], labels) == 2
     # a class with a single image counts the largest variance a difference can have, 1
     assert balanced_gain(np.array([0], bool), np.array([1], bool), np.array([3])) == (1.0, 1.0)
     # a grid without an off point: the best, ties to the earlier point
