@@ -61,14 +61,12 @@ class MapRows:
 
     def __getitem__(self, key: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         image, view = key  # (B,), (B,)
-        L = self.source.num_locations
-        loc = torch.arange(L, device=image.device).expand(len(image), L)  # (B, L)
-        return to_maps(self.source.vectors(image[:, None].expand(-1, L), view[:, None].expand(-1, L), loc),
-                       self.hw)
+        return to_maps(self.source.maps(image, view), self.hw)
 
 
 def to_maps(vectors: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """(B, L, C) location vectors (row-major locations) -> (B, C, H, W) maps."""
+    """(B, L, C) location vectors (row-major locations) -> (B, C, H, W) maps: a view, no copy,
+    in channels-last memory (the layout the convolutions of a `SpatialHead` run fastest in)."""
     return vectors.transpose(1, 2).reshape(len(vectors), -1, *hw)
 
 

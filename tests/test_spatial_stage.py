@@ -87,6 +87,20 @@ def test_streamed_maps_train_the_same_spatial_head(table, tmp_path):
             assert torch.equal(a, b)
 
 
+def test_map_rows_are_the_stored_maps_from_every_source_in_channels_last_memory(table, tmp_path):
+    t = load_table(table)
+    with open_store(t["lineage"]["parents"]["store"]["path"]) as st:
+        hw, n = st.shape("train", "features")[2:], st.rows("train")
+        image = torch.tensor([n - 1, 0, 2, 0])  # repeats and any order
+        stored = torch.from_numpy(st.read("train", "features", np.arange(n))[image.numpy()]).float()  # (B, C, H, W)
+        for budget, scratch in ((4 << 30, True), (0, True), (0, False)):  # resident, mapped, read per draw
+            bank = map_bank(load_bank(st, t, device=torch.device("cpu"), spatial=True, resident_bytes=budget,
+                                      scratch=scratch, scratch_dir=tmp_path), hw)
+            maps = bank.pooled[image, torch.zeros_like(image)]
+            assert maps.dtype == torch.float32 and torch.equal(maps, stored)
+            assert maps.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_train_on_bound_trains_on_the_bound_split_for_the_steps_of_its_twin(table, tmp_path):
     t = load_table(table)
     with open_store(t["lineage"]["parents"]["store"]["path"]) as st:
