@@ -65,3 +65,5 @@ AUTO = "auto"  # augment-finetune --tau-s/--tau-g/--gamma-min/--tail-draw/--head
 # starts from the Phase-I weights (linear, lws), which need the maps' width.
 SPATIAL_DEPTH = 2
 SPATIAL_WIDTH = 128
+SPATIAL_BLOCKS = ("conv", "separable")  # ltkit.spatial_head.BLOCKS: --head-block
+SPATIAL_BLOCK = "conv"

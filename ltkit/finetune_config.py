@@ -18,12 +18,12 @@ from ltkit.errors import ConfigError
 from ltkit.methods import CLASSIFIERS, get_method
 from ltkit.registry import check_choice
 from ltkit.runoptions import RUN_FIELDS, RunOptions
-from ltkit.spatial_head import DEPTH, WIDTH, SpatialHeadConfig
+from ltkit.spatial_head import BLOCK, DEPTH, WIDTH, SpatialHeadConfig
 
 SCHEDULES = choices.FINETUNE_SCHEDULES
 TRAIN_SPLITS = choices.TRAIN_ON  # bound: the empirical classification bound (DisAlign)
 # recorded only when they differ from these (an artifact of before records none of them)
-HEAD_OPTIONS = {"head": "linear", "head_depth": DEPTH, "head_width": None, "head_kernel": 3}
+HEAD_OPTIONS = {"head": "linear", "head_depth": DEPTH, "head_width": None, "head_kernel": 3, "head_block": BLOCK}
 # what `resolved` fills in from the method's defaults and a rerun must find unchanged
 SCHEDULE_OPTIONS = ("iterations", "lr", "schedule", "batch_size", "head_width")
 # the nested AugmentConfig's fields under their flat option names (the artifact's options)
@@ -61,6 +61,7 @@ class FinetuneConfig:
     head_width: int | None = None  # spatial: their channels (0: the maps' own, residual; None: WIDTH for a
     #                                fresh final layer, 0 for the Phase-I one: `spatial_head`)
     head_kernel: int = 3           # spatial: conv kernel side, odd
+    head_block: str = BLOCK        # spatial: a name of ltkit.spatial_head.BLOCKS (conv | separable)
     train_on: str = "train"        # train: the long-tailed split; bound: the store's balanced bound split
     val_part: str = "all"          # the validation images auto options are chosen on: all | tune | select (a half)
     seed: int = 0                  # one seed for every draw and initialisation
@@ -103,7 +104,8 @@ class FinetuneConfig:
         self.batches.validate()
 
     def spatial_head(self) -> SpatialHeadConfig:
-        return SpatialHeadConfig(depth=self.head_depth, width=self.resolved_head_width(), kernel=self.head_kernel)
+        return SpatialHeadConfig(depth=self.head_depth, width=self.resolved_head_width(), kernel=self.head_kernel,
+                                 block=self.head_block)
 
     def resolved_head_width(self) -> int:
         """--head-width, or its default: `WIDTH` when the method draws a fresh final layer

@@ -113,7 +113,7 @@ def _reads(head: dict[str, Any]) -> str:
         return ", on pooled features"
     config = head.get("config") or {}
     return (f", on the maps through a spatial head (depth {config.get('depth')}, width {config.get('width')}, "
-            f"kernel {config.get('kernel')}, {head.get('channels')} channels in)")
+            f"kernel {config.get('kernel')}, {config.get('block', 'conv')} blocks, {head.get('channels')} channels in)")
 
 
 def _classifier(info: dict[str, Any]) -> None:

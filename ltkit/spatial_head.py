@@ -25,11 +25,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ltkit.choices import SPATIAL_DEPTH, SPATIAL_WIDTH
+from ltkit.choices import SPATIAL_BLOCK, SPATIAL_BLOCKS, SPATIAL_DEPTH, SPATIAL_WIDTH
 from ltkit.classifiers import Classifier
 from ltkit.errors import ConfigError
+from ltkit.registry import Registry
 
-DEPTH, WIDTH = SPATIAL_DEPTH, SPATIAL_WIDTH  # chosen on val (ltkit.choices)
+DEPTH, WIDTH, BLOCK = SPATIAL_DEPTH, SPATIAL_WIDTH, SPATIAL_BLOCK  # chosen on val / bound (ltkit.choices)
+BLOCKS: Registry[type[nn.Module]] = Registry("head block", declared=SPATIAL_BLOCKS)
 
 
 @dataclass
@@ -37,8 +39,10 @@ class SpatialHeadConfig:
     depth: int = DEPTH    # conv blocks before pooling (0: the final layer on the pooled map)
     width: int = WIDTH    # channels of each block (0: the maps' own channels, residual blocks)
     kernel: int = 3       # conv kernel side (odd; 1 makes the blocks per-location MLPs)
+    block: str = BLOCK    # a name of BLOCKS: conv (a full kxk conv) | separable (depthwise kxk, then 1x1)
 
     def validate(self) -> None:
+        BLOCKS.get(self.block)
         if not 0 <= self.depth <= 8:
             raise ConfigError(f"--head-depth must lie in 0..8 (conv blocks on the maps), got {self.depth}")
         if self.width < 0:
@@ -51,6 +55,7 @@ class SpatialHeadConfig:
         return (self.width or channels) if self.depth else channels
 
 
+@BLOCKS.register("conv")
 class ConvBlock(nn.Module):
     """conv -> BN -> ReLU, with a skip connection when the shape allows it."""
 
@@ -66,6 +71,27 @@ class ConvBlock(nn.Module):
         out = self.bn(self.conv(x))  # (B, C_out, H, W)
         return torch.relu(out + x) if self.residual else torch.relu(out)
 
+    def convs(self) -> list[nn.Conv2d]:
+        return [self.conv]
+
+
+@BLOCKS.register("separable")
+class SeparableBlock(ConvBlock):
+    """depthwise kxk conv -> 1x1 conv -> BN -> ReLU (MobileNet's depthwise-separable block):
+    the 1x1 mixes channels, the depthwise conv neighbours, in about a ninth of a full 3x3
+    conv's multiply-adds."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, zero_init: bool):
+        super().__init__(c_in, c_out, 1, zero_init)  # self.conv: the 1x1
+        self.depthwise = nn.Conv2d(c_in, c_in, kernel, padding=kernel // 2, groups=c_in, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.conv(self.depthwise(x)))  # (B, C_out, H, W)
+        return torch.relu(out + x) if self.residual else torch.relu(out)
+
+    def convs(self) -> list[nn.Conv2d]:
+        return [self.depthwise, self.conv]
+
 
 class SpatialHead(nn.Module):
     """Conv blocks on a (C, H, W) map, global average pooling, one final `Classifier`."""
@@ -80,12 +106,12 @@ class SpatialHead(nn.Module):
         width = cfg.width or channels
         blocks, c_in = [], channels
         for i in range(cfg.depth):
-            blocks.append(ConvBlock(c_in, width, cfg.kernel, zero_init=i == cfg.depth - 1))
+            blocks.append(BLOCKS.get(cfg.block)(c_in, width, cfg.kernel, zero_init=i == cfg.depth - 1))
             c_in = width
         self.blocks = nn.Sequential(*blocks)
         if generator is not None:  # the run's seed, not torch's global one, draws the convs
-            for block in blocks:
-                nn.init.kaiming_uniform_(block.conv.weight, a=5 ** 0.5, generator=generator)
+            for conv in (conv for block in blocks for conv in block.convs()):
+                nn.init.kaiming_uniform_(conv.weight, a=5 ** 0.5, generator=generator)
         if final is None:
             linear = nn.Linear(c_in, num_classes)
             final = Classifier("linear", linear.weight, linear.bias)
@@ -116,6 +142,7 @@ class SpatialHead(nn.Module):
 
     @classmethod
     def from_head_state(cls, final: Classifier, state: dict[str, Any]) -> SpatialHead:
-        head = cls(int(state["channels"]), final.num_classes, SpatialHeadConfig(**state["config"]), final)
+        config = {"block": "conv"} | state["config"]  # an artifact of before: full conv blocks
+        head = cls(int(state["channels"]), final.num_classes, SpatialHeadConfig(**config), final)
         head.blocks.load_state_dict(state["blocks"])  # strict: a missing or extra tensor is refused
         return head

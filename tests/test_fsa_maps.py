@@ -8,7 +8,7 @@ import torch
 
 from ltkit.augment.fsa_maps import mix_locations
 from ltkit.errors import ConfigError
-from ltkit.spatial_head import SpatialHead, SpatialHeadConfig
+from ltkit.spatial_head import ConvBlock, SeparableBlock, SpatialHead, SpatialHeadConfig
 
 TAU_S, TAU_G = 0.5, 0.3
 
@@ -79,18 +79,40 @@ def test_same_generator_same_mix():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+@pytest.mark.parametrize("block", ["conv", "separable"])
 @pytest.mark.parametrize("depth, width", [(0, 0), (1, 0), (2, 32)])
-def test_spatial_head_shapes_and_a_fresh_head_is_the_linear_head_on_the_mean(depth, width):
+def test_spatial_head_shapes_and_a_fresh_head_is_the_linear_head_on_the_mean(depth, width, block):
     torch.manual_seed(0)
-    head = SpatialHead(8, 5, SpatialHeadConfig(depth=depth, width=width)).eval()
+    head = SpatialHead(8, 5, SpatialHeadConfig(depth=depth, width=width, block=block)).eval()
     maps = torch.randn(3, 8, 4, 4).relu()  # (B, C, H, W), post-ReLU like a backbone's maps
     assert head(maps).shape == (3, 5)
     if width == 0:  # residual blocks, last BN at zero: the head starts as fc(mean of the map)
         assert torch.allclose(head(maps), head.fc(maps.mean((2, 3))), atol=1e-5)
 
 
+def test_a_separable_block_is_a_depthwise_conv_then_a_1x1_in_about_a_ninth_of_the_weights():
+    conv, separable = ConvBlock(64, 128, 3, zero_init=False), SeparableBlock(64, 128, 3, zero_init=False)
+    assert separable.depthwise.groups == 64 and separable.conv.kernel_size == (1, 1)
+    weights = [sum(c.weight.numel() for c in block.convs()) for block in (conv, separable)]
+    assert weights == [64 * 128 * 9, 64 * 9 + 64 * 128]  # 73,728 against 8,768
+    x = torch.randn(2, 64, 7, 7)
+    with torch.no_grad():  # the same as its two convs by hand
+        expected = torch.relu(separable.bn.eval()(separable.conv(separable.depthwise(x))))
+        assert torch.equal(separable.eval()(x), expected)
+
+
+def test_a_head_of_before_without_a_block_name_loads_as_full_conv_blocks():
+    head = SpatialHead(8, 5, SpatialHeadConfig(depth=2, width=16, block="conv"))
+    state = head.head_state()
+    del state["config"]["block"]  # what an artifact of before kept
+    again = SpatialHead.from_head_state(head.fc, state).eval()
+    assert all(type(block) is ConvBlock for block in again.blocks)
+    maps = torch.randn(3, 8, 4, 4)
+    assert torch.equal(again(maps), head.eval()(maps))
+
+
 def test_spatial_head_config_bounds():
     for bad in (SpatialHeadConfig(depth=-1), SpatialHeadConfig(depth=9), SpatialHeadConfig(width=-1),
-                SpatialHeadConfig(kernel=2)):
+                SpatialHeadConfig(kernel=2), SpatialHeadConfig(block="dense")):
         with pytest.raises(ConfigError):
             bad.validate()

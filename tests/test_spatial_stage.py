@@ -58,6 +58,18 @@ def test_spatial_head_trains_saves_and_evaluate_scores_the_test_maps(table, tmp_
     assert result["top1"] == pytest.approx(float((preds == labels).mean()))
 
 
+def test_head_block_separable_trains_is_kept_in_the_artifact_and_loads_back(table, tmp_path):
+    from ltkit.spatial_head import SeparableBlock
+
+    path = finetune(table, tmp_path / "sep.pt", head="spatial", classifier="crt", head_block="separable",
+                    head_width=16)
+    clf, meta = load_classifier(path)
+    assert meta["options"]["head_block"] == "separable" and meta["head"]["config"]["block"] == "separable"
+    assert [type(block) for block in clf.blocks] == [SeparableBlock]  # FAST: one block
+    with pytest.raises(ConfigError, match="head block"):
+        finetune(table, tmp_path / "bad.pt", head="spatial", classifier="crt", head_block="dense")
+
+
 def test_a_fresh_spatial_head_on_the_phase1_weights_is_phase1(table):
     with open_store(load_table(table)["lineage"]["parents"]["store"]["path"]) as st:
         phase1 = Classifier.from_store(st)

@@ -97,6 +97,9 @@ def augment_finetune_cmd(
                           ] = None,
     head_kernel: Annotated[int, typer.Option("--head-kernel", help="spatial: conv kernel side (odd).",
                                              rich_help_panel=METHOD)] = 3,
+    head_block: Annotated[str, choice("--head-block", "spatial: the blocks", choices.SPATIAL_BLOCKS, panel=METHOD,
+                                      note="conv: a full kxk conv; separable: a depthwise kxk conv, then a 1x1 "
+                                           "(about a ninth of the multiply-adds).")] = choices.SPATIAL_BLOCK,
     train_on: Annotated[str, choice("--train-on", "Split the head is trained on", choices.TRAIN_ON, panel=METHOD,
                                     note="bound: the store's balanced bound split (the empirical classification "
                                          "bound, DisAlign).")] = "train",
@@ -186,6 +189,7 @@ def augment_finetune_cmd(
                              margin=margin, scale=scale, tau=_finetune_tau(tau), ncm_metric=ncm_metric,
                              method_options=parse_method_options(method_option or []), head=head,
                              head_depth=head_depth, head_width=head_width, head_kernel=head_kernel,
+                             head_block=head_block,
                              train_on=train_on, val_part=val_part, seed=seed, run=how)
         return augment_finetune(source, cfg, out=out, force=force, store=store)
 
