@@ -8,8 +8,11 @@ one Phase-I epoch takes. Both are measured here, in one process, with the same t
   timed after one warm-up batch and scaled to an epoch of ``images``;
 - the spatial head: the whole default fine-tune (`ltkit.heads.SPATIAL_SCHEDULE`: 10 epochs of
   class-balanced batches, crt) on maps of the shape ResNet-32 stores for 28x28 images
-  ((64, 7, 7), float16, resident), as `augment-finetune --head spatial` runs it.
-Defaults are Fashion-MNIST-LT IF 100's training split (14,366 images).
+  ((64, 7, 7), float16, resident), as `augment-finetune --head spatial` runs it;
+- beside it, in the same run, the head and schedule of before (``PREVIOUS``: two full 3x3
+  conv blocks of 128 channels, lr 0.05, 10 epochs), so the change is one ratio against another.
+Defaults are Fashion-MNIST-LT IF 100's training split (14,366 images). Threads: torch's
+(``OMP_NUM_THREADS``), reported.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from ltkit.classifiers import Classifier
 from ltkit.finetune import FinetuneConfig, finetune_classifier
 from ltkit.heads import map_bank
 from ltkit.models import create_model
+
+# the spatial head's defaults before issue 15's speed work (10 epochs: iterations set per run)
+PREVIOUS = {"head_block": "conv", "head_depth": 2, "head_width": 128, "lr": 0.05}
 
 
 def phase1_epoch_seconds(images: int, image_side: int, num_classes: int, batch: int, batches: int,
@@ -70,14 +76,20 @@ def spatial_finetune_seconds(images: int, channels: int, side: int, num_classes:
 
 def run(*, device: str = "cpu", images: int = 14366, image_side: int = 28, channels: int = 64, side: int = 7,
         num_classes: int = 10, phase1_batch: int = 128, phase1_batches: int = 10, iterations: int | None = None,
-        **head) -> dict:
+        previous: bool = True, **head) -> dict:
     console.configure(quiet=True)
     epoch = phase1_epoch_seconds(images, image_side, num_classes, phase1_batch, phase1_batches, device)
     if iterations:
         head["iterations"] = iterations
     finetune, steps = spatial_finetune_seconds(images, channels, side, num_classes, device, **head)
-    return {"phase1_epoch_seconds": epoch, "spatial_finetune_seconds": finetune, "iterations": steps,
-            "threads": torch.get_num_threads(), "finetune_vs_epoch": finetune / epoch}
+    result = {"phase1_epoch_seconds": epoch, "spatial_finetune_seconds": finetune, "iterations": steps,
+              "threads": torch.get_num_threads(), "finetune_vs_epoch": finetune / epoch}
+    if previous:
+        before = PREVIOUS | {"iterations": iterations or math.ceil(10 * images / 256)}
+        seconds, steps = spatial_finetune_seconds(images, channels, side, num_classes, device, **before)
+        result |= {"previous": before, "previous_finetune_seconds": seconds, "previous_iterations": steps,
+                   "previous_vs_epoch": seconds / epoch}
+    return result
 
 
 if __name__ == "__main__":

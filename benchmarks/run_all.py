@@ -72,6 +72,8 @@ CLAIMS = (
     Figure("fine-tuning, no-augmentation batches", "fsa", "finetune_it_per_s_none", "it/s"),
     Figure("spatial head fine-tune from the cache / one Phase-I epoch", "spatial", "finetune_vs_epoch", "x",
            ("<=", 0.1)),
+    Figure("the same, the spatial head of before (2 full 3x3 conv blocks of 128, 10 epochs)", "spatial",
+           "previous_vs_epoch", "x"),
     Figure("store size per image", "store", "store_bytes_per_image", "B"),
     Figure("store size per image, lzf", "store", "store_bytes_per_image_lzf", "B"),
     Figure("big store: fine-tune peak RSS (streamed)", "bigstore", "finetune_peak_rss_bytes", "GB",
