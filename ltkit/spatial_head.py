@@ -129,8 +129,12 @@ class SpatialHead(nn.Module):
         return self.channels  # what it reads: maps of this many channels
 
     def pooled(self, maps: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C') the pooled output of the blocks (the final layer's input)."""
-        return self.blocks(maps.float()).mean((2, 3))
+        """(B, C, H, W) -> (B, C') the pooled output of the blocks (the final layer's input).
+        A sum, then divided: the mean's backward writes a (B, C', H, W) gradient in the default
+        layout, which the blocks' channels-last ReLU then reads across strides (a third of a
+        one-block head's step on the CPU); the sum's is a broadcast view."""
+        out = self.blocks(maps.float())  # (B, C', H, W)
+        return out.sum((2, 3)) / (out.shape[2] * out.shape[3])
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pooled(maps))  # (B, K)
