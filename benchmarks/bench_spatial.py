@@ -10,7 +10,9 @@ one Phase-I epoch takes. Both are measured here, in one process, with the same t
   class-balanced batches, crt) on maps of the shape ResNet-32 stores for 28x28 images
   ((64, 7, 7), float16, resident), as `augment-finetune --head spatial` runs it;
 - beside it, in the same run, the head and schedule of before (``PREVIOUS``: two full 3x3
-  conv blocks of 128 channels, lr 0.05, 10 epochs), so the change is one ratio against another.
+  conv blocks of 128 channels, lr 0.05, 10 epochs), so the change is one ratio against another;
+  ``previous_share`` of its steps are timed and scaled to all of them (its steps cost the same
+  each: no per-epoch work), as the Phase-I epoch is.
 Defaults are Fashion-MNIST-LT IF 100's training split (14,366 images). Threads: torch's
 (``OMP_NUM_THREADS``), reported.
 """
@@ -76,7 +78,7 @@ def spatial_finetune_seconds(images: int, channels: int, side: int, num_classes:
 
 def run(*, device: str = "cpu", images: int = 14366, image_side: int = 28, channels: int = 64, side: int = 7,
         num_classes: int = 10, phase1_batch: int = 128, phase1_batches: int = 10, iterations: int | None = None,
-        previous: bool = True, **head) -> dict:
+        previous_share: float = 0.25, **head) -> dict:
     console.configure(quiet=True)
     epoch = phase1_epoch_seconds(images, image_side, num_classes, phase1_batch, phase1_batches, device)
     if iterations:
@@ -84,11 +86,14 @@ def run(*, device: str = "cpu", images: int = 14366, image_side: int = 28, chann
     finetune, steps = spatial_finetune_seconds(images, channels, side, num_classes, device, **head)
     result = {"phase1_epoch_seconds": epoch, "spatial_finetune_seconds": finetune, "iterations": steps,
               "threads": torch.get_num_threads(), "finetune_vs_epoch": finetune / epoch}
-    if previous:
-        before = PREVIOUS | {"iterations": iterations or math.ceil(10 * images / 256)}
-        seconds, steps = spatial_finetune_seconds(images, channels, side, num_classes, device, **before)
-        result |= {"previous": before, "previous_finetune_seconds": seconds, "previous_iterations": steps,
-                   "previous_vs_epoch": seconds / epoch}
+    if previous_share:
+        steps = iterations or math.ceil(10 * images / 256)
+        timed = max(1, math.ceil(previous_share * steps))
+        seconds, _ = spatial_finetune_seconds(images, channels, side, num_classes, device,
+                                              **PREVIOUS | {"iterations": timed})
+        seconds *= steps / timed
+        result |= {"previous": PREVIOUS, "previous_iterations": steps, "previous_timed_iterations": timed,
+                   "previous_finetune_seconds": seconds, "previous_vs_epoch": seconds / epoch}
     return result
 
 
