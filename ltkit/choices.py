@@ -57,13 +57,13 @@ TAU_G = 0.3
 # instance draws a 6-image class is almost never in a batch.
 DRAW = "class"
 AUTO = "auto"  # augment-finetune --tau-s/--tau-g/--gamma-min/--tail-draw/--head-draw: chosen on validation
-# The spatial head's conv blocks (augment-finetune --head spatial): depth chosen on the
-# validation split of the Fashion-MNIST-LT IF 100 stores, 4- and 10-epoch CE backbones
-# (benchmarks/spatial_defaults.py; the grid in docs/phase2.md); the width on their bound
-# split, which separates what 20 validation images per class cannot (docs/phase2.md): 128 for
-# a method that draws a fresh final layer (crt), 0 (the maps' own, residual) for one that
-# starts from the Phase-I weights (linear, lws), which need the maps' width.
-SPATIAL_DEPTH = 2
-SPATIAL_WIDTH = 128
+# The spatial head's blocks (augment-finetune --head spatial), by its final layer. A method
+# that draws a fresh one (crt): one depthwise-separable block of 128 channels, chosen on the
+# bound split of the Fashion-MNIST-LT CE stores (docs/phase2.md): as accurate there as the two
+# full 3x3 conv blocks of 128 it replaces (chosen on bound before it, over the maps' width), in
+# about a fifth of the time. A method that starts from the Phase-I weights (linear, lws) needs
+# the maps' width: two full 3x3 conv blocks of the maps' own channels, residual (depth chosen
+# on the validation split, benchmarks/spatial_defaults.py).
 SPATIAL_BLOCKS = ("conv", "separable")  # ltkit.spatial_head.BLOCKS: --head-block
-SPATIAL_BLOCK = "conv"
+SPATIAL_FRESH = {"depth": 1, "width": 128, "block": "separable"}
+SPATIAL_PHASE1 = {"depth": 2, "width": 0, "block": "conv"}

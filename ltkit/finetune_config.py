@@ -18,14 +18,14 @@ from ltkit.errors import ConfigError
 from ltkit.methods import CLASSIFIERS, get_method
 from ltkit.registry import check_choice
 from ltkit.runoptions import RUN_FIELDS, RunOptions
-from ltkit.spatial_head import BLOCK, DEPTH, WIDTH, SpatialHeadConfig
+from ltkit.spatial_head import SpatialHeadConfig
 
 SCHEDULES = choices.FINETUNE_SCHEDULES
 TRAIN_SPLITS = choices.TRAIN_ON  # bound: the empirical classification bound (DisAlign)
 # recorded only when they differ from these (an artifact of before records none of them)
-HEAD_OPTIONS = {"head": "linear", "head_depth": DEPTH, "head_width": None, "head_kernel": 3, "head_block": BLOCK}
+HEAD_OPTIONS = {"head": "linear", "head_depth": None, "head_width": None, "head_kernel": 3, "head_block": None}
 # what `resolved` fills in from the method's defaults and a rerun must find unchanged
-SCHEDULE_OPTIONS = ("iterations", "lr", "schedule", "batch_size", "head_width")
+SCHEDULE_OPTIONS = ("iterations", "lr", "schedule", "batch_size", "head_depth", "head_width", "head_block")
 # the nested AugmentConfig's fields under their flat option names (the artifact's options)
 BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in dataclasses.fields(AugmentConfig)}
 
@@ -57,11 +57,10 @@ class FinetuneConfig:
     ncm_metric: str = "cosine"     # ncm: cosine | l2
     method_options: dict[str, Any] = field(default_factory=dict)  # the method's own options (--method-option)
     head: str = "linear"           # a name of ltkit.heads.HEADS: linear (pooled features) | spatial (maps)
-    head_depth: int = DEPTH        # spatial: conv blocks on the maps, 0..8 (chosen on val)
-    head_width: int | None = None  # spatial: their channels (0: the maps' own, residual; None: WIDTH for a
-    #                                fresh final layer, 0 for the Phase-I one: `spatial_head`)
+    head_depth: int | None = None  # spatial: blocks on the maps, 0..8 (None: `head_defaults`)
+    head_width: int | None = None  # spatial: their channels (0: the maps' own, residual; None: `head_defaults`)
     head_kernel: int = 3           # spatial: conv kernel side, odd
-    head_block: str = BLOCK        # spatial: a name of ltkit.spatial_head.BLOCKS (conv | separable)
+    head_block: str | None = None  # spatial: a name of ltkit.spatial_head.BLOCKS (None: `head_defaults`)
     train_on: str = "train"        # train: the long-tailed split; bound: the store's balanced bound split
     val_part: str = "all"          # the validation images auto options are chosen on: all | tune | select (a half)
     seed: int = 0                  # one seed for every draw and initialisation
@@ -104,15 +103,16 @@ class FinetuneConfig:
         self.batches.validate()
 
     def spatial_head(self) -> SpatialHeadConfig:
-        return SpatialHeadConfig(depth=self.head_depth, width=self.resolved_head_width(), kernel=self.head_kernel,
-                                 block=self.head_block)
+        """The spatial head's blocks: the options given, the rest from `head_defaults`."""
+        given = {"depth": self.head_depth, "width": self.head_width, "block": self.head_block}
+        chosen = self.head_defaults() | {k: v for k, v in given.items() if v is not None}
+        return SpatialHeadConfig(kernel=self.head_kernel, **chosen)
 
-    def resolved_head_width(self) -> int:
-        """--head-width, or its default: `WIDTH` when the method draws a fresh final layer
-        (crt), 0 (the maps' own channels) when it starts from the Phase-I weights."""
-        if self.head_width is not None:
-            return self.head_width
-        return WIDTH if get_method(self.classifier).reinitialises else 0
+    def head_defaults(self) -> dict[str, Any]:
+        """--head-depth / --head-width / --head-block not given: `choices.SPATIAL_FRESH` when the
+        method draws a fresh final layer (crt), `choices.SPATIAL_PHASE1` (the maps' own width)
+        when it starts from the Phase-I weights (linear, lws)."""
+        return dict(choices.SPATIAL_FRESH if get_method(self.classifier).reinitialises else choices.SPATIAL_PHASE1)
 
     def augment_name(self) -> str:
         return self.augment if self.augment != "auto" else get_method(self.classifier).default_augment
@@ -136,8 +136,10 @@ class FinetuneConfig:
                                          else base["iterations"])
         fixed = {} if getattr(augmenter, "auto_grid", ()) else \
             {name: AUTO_FIXED[name] for name in self.batches.auto_fields()}  # nothing to choose among
-        width = self.resolved_head_width() if self.head != "linear" else self.head_width
-        return dataclasses.replace(self, augment=self.augment_name(), iterations=iterations, head_width=width,
+        blocks = self.spatial_head() if self.head != "linear" else None
+        head = {} if blocks is None else {"head_depth": blocks.depth, "head_width": blocks.width,
+                                          "head_block": blocks.block}
+        return dataclasses.replace(self, augment=self.augment_name(), iterations=iterations, **head,
                                    batches=dataclasses.replace(self.batches, batch_size=batch, na=na, **fixed),
                                    lr=self.lr or base["lr"], schedule=self.schedule or base["schedule"],
                                    method_options=method.options | self.method_options)

@@ -25,12 +25,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ltkit.choices import SPATIAL_BLOCK, SPATIAL_BLOCKS, SPATIAL_DEPTH, SPATIAL_WIDTH
+from ltkit.choices import SPATIAL_BLOCKS, SPATIAL_FRESH
 from ltkit.classifiers import Classifier
 from ltkit.errors import ConfigError
 from ltkit.registry import Registry
 
-DEPTH, WIDTH, BLOCK = SPATIAL_DEPTH, SPATIAL_WIDTH, SPATIAL_BLOCK  # chosen on val / bound (ltkit.choices)
+# a head with a fresh final layer (crt's), chosen on the bound split (ltkit.choices)
+DEPTH, WIDTH, BLOCK = SPATIAL_FRESH["depth"], SPATIAL_FRESH["width"], SPATIAL_FRESH["block"]
 BLOCKS: Registry[type[nn.Module]] = Registry("head block", declared=SPATIAL_BLOCKS)
 
 

@@ -87,19 +87,23 @@ def augment_finetune_cmd(
                                 note="linear: on pooled features; spatial: conv blocks on the stored maps, then "
                                      "pool + final layer (crt, linear, lws; --augment class-balanced, none, or fsa "
                                      "on maps).")] = "linear",
-    head_depth: Annotated[int, typer.Option("--head-depth", help="spatial: conv blocks on the maps (0..8; chosen on "
-                                                                 "val).", rich_help_panel=METHOD)
-                          ] = choices.SPATIAL_DEPTH,
+    head_depth: Annotated[int | None, typer.Option(
+        "--head-depth", help=f"spatial: blocks on the maps (0..8). Default: {choices.SPATIAL_FRESH['depth']} for "
+                             f"crt (a fresh final layer; chosen on the bound split), "
+                             f"{choices.SPATIAL_PHASE1['depth']} for linear / lws (chosen on val).",
+        rich_help_panel=METHOD)] = None,
     head_width: Annotated[int | None, typer.Option(
         "--head-width", help=f"spatial: their channels (0: the maps' own, residual). Default: "
-                             f"{choices.SPATIAL_WIDTH} for crt (a fresh final layer; chosen on the bound split), 0 "
+                             f"{choices.SPATIAL_FRESH['width']} for crt (chosen on the bound split), 0 "
                              "for linear / lws (they start from the Phase-I weights).", rich_help_panel=METHOD)
                           ] = None,
     head_kernel: Annotated[int, typer.Option("--head-kernel", help="spatial: conv kernel side (odd).",
                                              rich_help_panel=METHOD)] = 3,
-    head_block: Annotated[str, choice("--head-block", "spatial: the blocks", choices.SPATIAL_BLOCKS, panel=METHOD,
-                                      note="conv: a full kxk conv; separable: a depthwise kxk conv, then a 1x1 "
-                                           "(about a ninth of the multiply-adds).")] = choices.SPATIAL_BLOCK,
+    head_block: Annotated[str | None, choice(
+        "--head-block", "spatial: the blocks", choices.SPATIAL_BLOCKS, panel=METHOD,
+        note=f"conv: a full kxk conv; separable: a depthwise kxk conv, then a 1x1 (about a ninth of the "
+             f"multiply-adds). Default: {choices.SPATIAL_FRESH['block']} for crt (chosen on the bound split), "
+             f"{choices.SPATIAL_PHASE1['block']} for linear / lws.")] = None,
     train_on: Annotated[str, choice("--train-on", "Split the head is trained on", choices.TRAIN_ON, panel=METHOD,
                                     note="bound: the store's balanced bound split (the empirical classification "
                                          "bound, DisAlign).")] = "train",
