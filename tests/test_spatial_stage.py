@@ -131,17 +131,17 @@ def test_train_on_bound_trains_on_the_bound_split_for_the_steps_of_its_twin(tabl
         assert meta["options"]["iterations"] == math.ceil(10 * n_train / batch) != math.ceil(10 * n_bound / batch)
 
 
-def test_the_head_defaults_to_one_separable_block_of_128_for_a_fresh_final_layer_and_the_maps_own_for_the_phase1_one(
-        table, tmp_path):
-    for classifier, depth, width, block in (("crt", 1, 128, "separable"), ("lws", 2, 0, "conv"),
+def test_the_head_width_defaults_to_128_for_a_fresh_final_layer_and_the_maps_own_for_the_phase1_one(table, tmp_path):
+    for classifier, depth, width, block in (("crt", 2, 128, "conv"), ("lws", 2, 0, "conv"),
                                             ("linear", 2, 0, "conv")):
         cfg = FinetuneConfig.from_options({"head": "spatial", "classifier": classifier})
         assert cfg.head_width is None and cfg.head_depth is None and cfg.head_block is None
         assert (cfg.spatial_head().depth, cfg.spatial_head().width, cfg.spatial_head().block) == (depth, width, block)
         resolved = cfg.resolved(100, 3)  # what an artifact records: the head that was built
         assert (resolved.head_depth, resolved.head_width, resolved.head_block) == (depth, width, block)
-    given = FinetuneConfig.from_options({"head": "spatial", "classifier": "crt", "head_depth": 2, "head_block": "conv"})
-    assert (given.spatial_head().depth, given.spatial_head().width, given.spatial_head().block) == (2, 128, "conv")
+    given = FinetuneConfig.from_options({"head": "spatial", "classifier": "crt", "head_depth": 1,
+                                         "head_block": "separable"})
+    assert (given.spatial_head().depth, given.spatial_head().width, given.spatial_head().block) == (1, 128, "separable")
     options = {k: v for k, v in FAST.items() if k != "head_width"}
     path = augment_finetune(table, FinetuneConfig.from_options(options | {"head": "spatial", "classifier": "lws"}),
                             out=tmp_path / "lws.pt")  # not refused: the default width is the maps' own
