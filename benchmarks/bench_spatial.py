@@ -9,10 +9,9 @@ one Phase-I epoch takes. Both are measured here, in one process, with the same t
 - the spatial head: the whole default fine-tune (`ltkit.heads.SPATIAL_SCHEDULE`: 10 epochs of
   class-balanced batches, crt) on maps of the shape ResNet-32 stores for 28x28 images
   ((64, 7, 7), float16, resident), as `augment-finetune --head spatial` runs it;
-- beside it, in the same run, the head and schedule of before (``PREVIOUS``: two full 3x3
-  conv blocks of 128 channels, lr 0.05, 10 epochs), so the change is one ratio against another;
-  ``previous_share`` of its steps are timed and scaled to all of them (its steps cost the same
-  each: no per-epoch work), as the Phase-I epoch is.
+- beside it, in the same run, the cheaper head ltkit offers (``SEPARABLE``: one
+  depthwise-separable block of 128, `--head-block separable --head-depth 1`), informational:
+  a sixth of the default's time, not its accuracy on every store (docs/phase2.md).
 Defaults are Fashion-MNIST-LT IF 100's training split (14,366 images). Threads: torch's
 (``OMP_NUM_THREADS``), reported.
 """
@@ -31,8 +30,7 @@ from ltkit.finetune import FinetuneConfig, finetune_classifier
 from ltkit.heads import map_bank
 from ltkit.models import create_model
 
-# the spatial head's defaults before issue 15's speed work (10 epochs: iterations set per run)
-PREVIOUS = {"head_block": "conv", "head_depth": 2, "head_width": 128, "lr": 0.05}
+SEPARABLE = {"head_block": "separable", "head_depth": 1}  # the cheaper head, beside the default
 
 
 def phase1_epoch_seconds(images: int, image_side: int, num_classes: int, batch: int, batches: int,
@@ -78,7 +76,7 @@ def spatial_finetune_seconds(images: int, channels: int, side: int, num_classes:
 
 def run(*, device: str = "cpu", images: int = 14366, image_side: int = 28, channels: int = 64, side: int = 7,
         num_classes: int = 10, phase1_batch: int = 128, phase1_batches: int = 10, iterations: int | None = None,
-        previous_share: float = 0.25, **head) -> dict:
+        separable: bool = True, **head) -> dict:
     console.configure(quiet=True)
     epoch = phase1_epoch_seconds(images, image_side, num_classes, phase1_batch, phase1_batches, device)
     if iterations:
@@ -86,14 +84,10 @@ def run(*, device: str = "cpu", images: int = 14366, image_side: int = 28, chann
     finetune, steps = spatial_finetune_seconds(images, channels, side, num_classes, device, **head)
     result = {"phase1_epoch_seconds": epoch, "spatial_finetune_seconds": finetune, "iterations": steps,
               "threads": torch.get_num_threads(), "finetune_vs_epoch": finetune / epoch}
-    if previous_share:
-        steps = iterations or math.ceil(10 * images / 256)
-        timed = max(1, math.ceil(previous_share * steps))
+    if separable:
         seconds, _ = spatial_finetune_seconds(images, channels, side, num_classes, device,
-                                              **PREVIOUS | {"iterations": timed})
-        seconds *= steps / timed
-        result |= {"previous": PREVIOUS, "previous_iterations": steps, "previous_timed_iterations": timed,
-                   "previous_finetune_seconds": seconds, "previous_vs_epoch": seconds / epoch}
+                                              **head | SEPARABLE)
+        result |= {"separable_finetune_seconds": seconds, "separable_vs_epoch": seconds / epoch}
     return result
 
 
