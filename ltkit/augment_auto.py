@@ -104,10 +104,11 @@ def choose(bank: FeatureBank, phase1: Classifier, cfg: FinetuneConfig,
     points = grid_points(cfg)
     if not points:
         return cfg, []
-    if val is None:
+    if val is None:  # nothing to compare with: the first augmenting point, as asked
+        first = next(point for point in points if "augment" not in point)
         console.warn(f"{method_name(cfg)}: no validation split to choose {', '.join(auto_names(cfg))} on; "
-                     f"using {_words(points[0])} (extract with validation images, or give the options)")
-        return at_point(cfg, points[0]), []
+                     f"using {_words(first)} (extract with validation images, or give the options)")
+        return at_point(cfg, first), []
     trial_cfg = cfg.replace(seed=SELECTION_SEED)
     memo = json.dumps([key, trial_cfg.to_options()], sort_keys=True, default=str)
     if memo not in _chosen:
@@ -157,7 +158,7 @@ def one_se_quantile(m: int) -> float:
 
 def auto_names(cfg: FinetuneConfig) -> list[str]:
     """The options ``auto`` chooses for ``cfg`` (its augmenter's and its method's)."""
-    return list(dict.fromkeys(name for point in grid_points(cfg) for name in point))
+    return list(dict.fromkeys(name for point in grid_points(cfg) for name in point if name != "augment"))
 
 
 def data_key(store_path: str, table) -> str:
@@ -174,11 +175,15 @@ def _words(point: dict[str, Any]) -> str:
 
 
 def _why(point: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """Why the rule kept the off point or left it: the best augmenting point's gain and noise."""
+    """Why the rule kept the off point or left it: the chosen augmenting point's gain against
+    its margin, or, when off was kept, the point that came nearest to its own."""
     gains = [row for row in rows if "gain" in row and "augment" not in row]
     if not gains:
         return ""
-    top = max(gains, key=lambda row: row["val_acc"])
-    verdict = "not more than" if "augment" in point else "more than"
-    return (f" (the best augmenting point gains {100 * top['gain']:+.2f} points over no augmentation, "
-            f"{verdict} {one_se_quantile(len(gains)):.2f} standard errors of {100 * top['se']:.2f})")
+    chosen = [row for row in gains if all(row.get(k) == v for k, v in point.items())]
+    top = chosen[0] if "augment" not in point and chosen else \
+        max(gains, key=lambda row: row["gain"] - row["margin"])
+    verdict = "more than" if top["gain"] > top["margin"] else "not more than"
+    return (f" (the {'chosen' if top in chosen else 'nearest'} augmenting point gains {100 * top['gain']:+.2f} "
+            f"points over no augmentation, {verdict} its margin of {100 * top['margin']:.2f}: "
+            f"{one_se_quantile(len(gains)):.2f} standard errors of {100 * top['se']:.2f})")

@@ -19,5 +19,10 @@ class ArtifactError(LtkitError):
     """An artifact (checkpoint, store, table, classifier) that is missing, foreign or damaged."""
 
 
+class StaleOutput(ArtifactError):
+    """An output path holding an artifact made otherwise (other options, inputs or schedule):
+    replaced only with --force (a sweep replaces its own)."""
+
+
 class StoreError(ArtifactError):
     """A feature store that is not an ltkit store, of another schema version, or truncated."""

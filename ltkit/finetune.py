@@ -50,7 +50,7 @@ from ltkit.confusing import table_for_store, table_store_path
 from ltkit.confusing_table import ConfusingTable, load_table, save_table
 from ltkit.device import resolve_device
 from ltkit.errors import ArtifactError, ConfigError
-from ltkit.finetune_config import FinetuneConfig, method_name
+from ltkit.finetune_config import RESOLVED_HEAD, FinetuneConfig, method_name
 from ltkit.finetune_val import val_accuracy, val_features, val_metrics
 from ltkit.heads import HEADS, accuracy_on, augmenter_class, check_inputs, final_base, map_bank, split_features
 from ltkit.lineage import parent, parent_change, store_identity
@@ -242,8 +242,10 @@ def _request_differs(path: Path, request: dict[str, Any], parents: dict[str, Pat
     for role, p in parents.items():
         if parent_change(parent(meta["lineage"], role, owner=path), p):
             return f"was made from another version of its {role} {p} (the hash differs)"
-    return other_options(option_diff(result_options(meta["options"].get("request") or {}), request)) \
-        or schedule(meta["options"])
+    asked = {k: v for k, v in request.items() if k not in RESOLVED_HEAD}  # compared resolved, below
+    saved_request = {k: v for k, v in result_options(meta["options"].get("request") or {}).items()
+                     if k not in RESOLVED_HEAD}
+    return other_options(option_diff(saved_request, asked)) or schedule(meta["options"])
 
 
 def augment_finetune(source: str | Path, cfg: FinetuneConfig, *, out: str | Path | None = None,

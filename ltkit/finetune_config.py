@@ -22,10 +22,14 @@ from ltkit.spatial_head import SpatialHeadConfig
 
 SCHEDULES = choices.FINETUNE_SCHEDULES
 TRAIN_SPLITS = choices.TRAIN_ON  # bound: the empirical classification bound (DisAlign)
-# recorded only when they differ from these (an artifact of before records none of them)
-HEAD_OPTIONS = {"head": "linear", "head_depth": None, "head_width": None, "head_kernel": 3, "head_block": None}
+# the spatial head's options: recorded only for a spatial head (an artifact of before has none)
+HEAD_OPTIONS = ("head", "head_depth", "head_width", "head_kernel", "head_block")
+# those a rerun compares as resolved, not as asked (None = the method's default, which may move)
+RESOLVED_HEAD = ("head_depth", "head_width", "head_block")
 # what `resolved` fills in from the method's defaults and a rerun must find unchanged
-SCHEDULE_OPTIONS = ("iterations", "lr", "schedule", "batch_size", "head_depth", "head_width", "head_block")
+SCHEDULE_OPTIONS = ("iterations", "lr", "schedule", "batch_size", *RESOLVED_HEAD)
+# a saved spatial artifact's resolved value where it predates the option
+BEFORE = {"head_block": "conv"}
 # the nested AugmentConfig's fields under their flat option names (the artifact's options)
 BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in dataclasses.fields(AugmentConfig)}
 
@@ -79,6 +83,10 @@ class FinetuneConfig:
 
         HEADS.get(self.head)
         self.spatial_head().validate()
+        given = [k for k in HEAD_OPTIONS[1:] if getattr(self, k) != getattr(FinetuneConfig, k)]
+        if self.head == "linear" and given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} shapes a spatial head: give --head spatial "
+                              "with it (the linear head reads the pooled features)")
         for name in ("iterations", "batch_size", "na"):
             value = getattr(self.batches if name in BATCH_OPTIONS else self, name)
             if value is not None and value < 1:
@@ -185,8 +193,13 @@ class FinetuneConfig:
         if not get_method(self.classifier).trains:
             return None
         now = self.resolved(num_train, nf).to_options()
-        diff = [f"{k} {saved[k]} then, {now.get(k)} now" for k in SCHEDULE_OPTIONS
-                if k in saved and saved[k] != now.get(k)]
+        spatial = {k: v for k, v in BEFORE.items() if saved.get("head", "linear") != "linear"}
+        was = {k: saved.get(k, spatial.get(k)) for k in SCHEDULE_OPTIONS if k in saved or k in spatial}
+        was_opts, now_opts = saved.get("method_options") or {}, now.get("method_options") or {}
+        was |= {f"method option {k}": was_opts[k] for k, v in now_opts.items()  # defaults, not choices
+                if k not in self.method_options and k in was_opts and v != AUTO}
+        now = now | {f"method option {k}": v for k, v in now_opts.items()}
+        diff = [f"{k} {v} then, {now.get(k)} now" for k, v in was.items() if v != now.get(k)]
         return f"ran another schedule than these options give now ({'; '.join(diff)}: a default " \
                "changed since)" if diff else None
 

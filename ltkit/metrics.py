@@ -48,17 +48,16 @@ def balanced_gain(hits_a: np.ndarray, hits_b: np.ndarray, labels: np.ndarray) ->
     The gain is the mean over the classes with images of each class's paired difference
     d_i = hit_b,i - hit_a,i averaged over its n_k images; its standard error is the stratified
     one, sqrt(sum_k s_k^2 / n_k) / K, s_k^2 the sample variance (n_k - 1) of class k's d_i:
-    the noise of drawing these particular images. A class with one image contributes
-    s_k^2 = 1, the largest variance a difference in {-1, 0, 1} can have."""
+    the noise of drawing these particular images. A class with one image has no variance of
+    its own: it takes the pooled within-class variance of the others (1 when none has two)."""
     d = np.asarray(hits_b, dtype=np.float64) - np.asarray(hits_a, dtype=np.float64)  # (N,)
     labels = np.asarray(labels)
     classes = np.unique(labels)  # (K,) the classes with images
-    gains, variances = [], []
-    for k in classes:  # a loop over classes, not images
-        dk = d[labels == k]  # (n_k,)
-        gains.append(dk.mean())
-        variances.append((dk.var(ddof=1) if dk.size > 1 else 1.0) / dk.size)
-    return float(np.mean(gains)), float(np.sqrt(np.sum(variances)) / len(classes))
+    per_class = [d[labels == k] for k in classes]  # (n_k,) each
+    pairs = [(dk.size - 1, dk.var(ddof=1)) for dk in per_class if dk.size > 1]
+    pooled = sum(df * v for df, v in pairs) / sum(df for df, _ in pairs) if pairs else 1.0
+    variances = [(dk.var(ddof=1) if dk.size > 1 else pooled) / dk.size for dk in per_class]
+    return float(np.mean([dk.mean() for dk in per_class])), float(np.sqrt(np.sum(variances)) / len(classes))
 
 
 def check_thresholds(many: int, few: int) -> None:

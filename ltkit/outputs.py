@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ltkit.errors import ArtifactError, ConfigError
+from ltkit.errors import ArtifactError, ConfigError, StaleOutput
 
 
 def resolve_input(path: str | os.PathLike) -> Path:
@@ -167,6 +167,6 @@ def reuse_existing(path: str | os.PathLike, force: bool,
     except ArtifactError as exc:
         reason = f"is not an ltkit artifact of this kind ({exc})"
     if reason is not None:
-        raise ArtifactError(f"{path} already exists and {reason}; choose another --out or pass "
+        raise StaleOutput(f"{path} already exists and {reason}; choose another --out or pass "
                             "--force to replace it")
     return True

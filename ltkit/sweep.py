@@ -42,7 +42,7 @@ from ltkit import choices, console, testhooks
 from ltkit.artifacts import resolve_input
 from ltkit.augment import AUGMENTERS
 from ltkit.confusing import ConfusingConfig, build_table, load_table, table_store_path
-from ltkit.errors import ArtifactError, ConfigError
+from ltkit.errors import ConfigError, StaleOutput
 from ltkit.evaluate import EvalConfig, evaluate
 from ltkit.evaluation_json import jsonable, load_evaluation
 from ltkit.finetune import augment_finetune
@@ -257,12 +257,10 @@ def _one_run(p: Planned, seed: int, cfg: SweepConfig, base: Path, table_path: Pa
 
 def _finetune(table_path: Path, fc: FinetuneConfig, out: Path) -> Path:
     """The run in the sweep's own folder: reused when it is this very run; one made otherwise
-    (a default changed since, a damaged file) is the sweep's own, so it is made again."""
+    (with a default changed since) is the sweep's own, so it is made again."""
     try:
         return augment_finetune(table_path, fc, out=out)
-    except ArtifactError as exc:
-        if not out.exists():
-            raise
+    except StaleOutput as exc:
         console.warn(f"the sweep makes its run {out.name} again ({exc})")
         return augment_finetune(table_path, fc, out=out, force=True)
 

@@ -181,3 +181,22 @@ def test_an_unchosen_auto_option_is_refused_by_the_augmenter(table_path):
         make_augmenter("fsa", bank, AugmentConfig(batch_size=32, tau_s=AUTO))
     with pytest.raises(ConfigError, match="--tau-s"):
         AugmentConfig(tau_s="often").validate()
+
+
+def test_a_class_with_one_image_takes_the_pooled_variance_of_the_others():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2])
+    a = np.array([1, 0, 0, 1, 1, 0, 1], bool)
+    b = np.array([1, 1, 0, 1, 1, 1, 1], bool)  # class 2's one image: both right, d = 0
+    # class 0: d = (0,1,0,0), var 1/4 (3 df); class 1: d = (0,1), var 1/2 (1 df): pooled (3/4 + 1/2) / 4 = 5/16
+    gain, se = balanced_gain(a, b, labels)
+    assert gain == pytest.approx((1 / 4 + 1 / 2 + 0) / 3)
+    assert se == pytest.approx((1 / 16 + 1 / 4 + 5 / 16) ** 0.5 / 3)
+    assert balanced_gain(a[[6]], b[[6]], labels[[6]]) == (0.0, 1.0)  # no class with two: variance 1
+
+
+def test_without_a_validation_split_fsa_trains_its_first_point_not_the_off_one(tmp_path):
+    store = make_store(tmp_path / "noval.h5", val_per_class=0)
+    path = augment_finetune(store, FinetuneConfig.from_options({"device": "cpu", "iterations": 10}),
+                            out=tmp_path / "fsa.pt")
+    _, meta = load_classifier(path)
+    assert meta["method"] == "fsa" and meta["options"]["augment"] == "fsa"

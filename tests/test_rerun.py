@@ -111,3 +111,39 @@ def test_augment_finetune_rerun_after_a_default_changed_is_refused(store, tmp_pa
     assert again.exit_code == 2 and out.stat().st_mtime_ns == before, again.stderr
     assert "another schedule" in again.stderr and "iterations" in again.stderr and "--force" in again.stderr
     assert run(*args, "--force").exit_code == 0 and out.stat().st_mtime_ns != before
+
+
+def test_a_method_options_default_changed_is_another_run(store, tmp_path, monkeypatch):
+    """A method option left to its default (la-loss's tau) that moved is another run; one the
+    user gave stays theirs."""
+    from ltkit.methods import get_method
+
+    out = tmp_path / "la.pt"
+    args = ("augment-finetune", str(store), "--classifier", "la-loss", "--iterations", "20", "--out", str(out))
+    assert run(*args).exit_code == 0
+    la = type(get_method("la-loss"))
+    monkeypatch.setattr(la, "options", {"tau": 2.0})
+    again = run(*args)
+    assert again.exit_code == 2 and "method option tau 1.0 then, 2.0 now" in again.stderr, again.stderr
+    pinned = run(*args, "--method-option", "tau=2.0")  # the request itself differs now
+    assert pinned.exit_code == 2 and "other options (method_options)" in pinned.stderr, pinned.stderr
+
+
+def test_a_spatial_artifact_that_recorded_its_resolved_head_is_the_same_run(tmp_path):
+    """Before, a spatial artifact's request held head_depth 2 (the default, resolved) and no
+    head_block: the same command still reuses it; another block does not."""
+    import torch
+
+    store = make_store(tmp_path / "m.h5", spatial_splits=("train", "val", "test"))
+    out = tmp_path / "sp.pt"
+    args = ("augment-finetune", str(store), "--head", "spatial", "--classifier", "crt", "--iterations", "5",
+            "--out", str(out))
+    assert run(*args).exit_code == 0
+    artifact = torch.load(out, weights_only=True)
+    artifact["options"]["request"] |= {"head_depth": 2}
+    del artifact["options"]["head_block"]
+    torch.save(artifact, out)
+    before = out.stat().st_mtime_ns
+    _reused(run(*args), run(*args), out, before)
+    other = run(*args, "--head-block", "separable")
+    assert other.exit_code == 2 and "head_block conv then, separable now" in other.stderr, other.stderr

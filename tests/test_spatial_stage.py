@@ -35,7 +35,8 @@ def table(tmp_path_factory):
 
 
 def finetune(table, out, **options):
-    return augment_finetune(table, FinetuneConfig.from_options(FAST | options), out=out)
+    fast = FAST if options.get("head") == "spatial" else {k: v for k, v in FAST.items() if not k.startswith("head")}
+    return augment_finetune(table, FinetuneConfig.from_options(fast | options), out=out)
 
 
 @pytest.mark.parametrize("augment, classifier", [("class-balanced", "crt"), ("none", "linear"),
@@ -121,7 +122,8 @@ def test_train_on_bound_trains_on_the_bound_split_for_the_steps_of_its_twin(tabl
         n_bound, n_train = st.rows("bound"), st.rows("train")
     for head in ("linear", "spatial"):
         path = augment_finetune(table, FinetuneConfig.from_options(
-            {"device": "cpu", "classifier": "crt", "head": head, "head_width": 0, "train_on": "bound"}),
+            {"device": "cpu", "classifier": "crt", "head": head, "train_on": "bound"}
+            | ({"head_width": 0} if head == "spatial" else {})),
             out=tmp_path / f"{head}.pt")
         _, meta = load_classifier(path)
         batch = meta["options"]["batch_size"]
@@ -166,7 +168,7 @@ def test_refusals_are_one_line_naming_the_fix(table, tmp_path):
         augment_finetune(bare, FinetuneConfig.from_options(FAST | {"head": "spatial", "classifier": "crt"}),
                          out=tmp_path / "y.pt")
     with pytest.raises(ConfigError, match="train-backbone --bound-per-class N"):
-        augment_finetune(bare, FinetuneConfig.from_options(FAST | {"classifier": "crt", "train_on": "bound"}),
+        augment_finetune(bare, FinetuneConfig.from_options({"device": "cpu", "classifier": "crt", "train_on": "bound"}),
                          out=tmp_path / "z.pt")
     assert not (tmp_path / "y.pt").exists() and not (tmp_path / "z.pt").exists()
 
@@ -262,3 +264,10 @@ def test_evaluate_bound_section_matches_the_separate_evaluations(table, tmp_path
     with pytest.raises(ConfigError, match="--head linear --train-on bound"):
         evaluate(clf, EvalConfig(device="cpu"), bound=spatial_bound)
     np.testing.assert_equal(section["path"], str(bound.resolve()))
+
+
+def test_a_spatial_head_option_with_the_linear_head_is_refused():
+    for option in ({"head_depth": 1}, {"head_width": 64}, {"head_block": "separable"}, {"head_kernel": 5}):
+        with pytest.raises(ConfigError, match="--head spatial"):
+            FinetuneConfig.from_options({"classifier": "crt"} | option).validate()
+    FinetuneConfig.from_options({"classifier": "crt", "head": "spatial", "head_depth": 1}).validate()
