@@ -27,7 +27,7 @@ from pathlib import Path
 from ltkit.bound import gap_closed
 from results_plan import BACKBONES, PHASE2, SECTIONS, runs_of, sweeps_of
 from results_render import mean, mean_std, share
-from results_run import ROOT, log, method_runs, prepare, swept
+from results_run import ROOT, log, method_runs, prepare, swept, with_twins
 from results_sections import render
 
 README_START, README_END = "<!-- results: start (written by benchmarks/results.py) -->", "<!-- results: end -->"
@@ -77,7 +77,7 @@ def measure(args: argparse.Namespace) -> dict:
             continue
         start = time.time()
         for name, keys in runs_of(section).items():
-            for key in keys if name in done else ():
+            for key in with_twins(keys, done[name]) if name in done else ():
                 if key not in data["runs"].setdefault(name, {}):
                     data["runs"][name][key] = method_runs(done[name], key, seeds)
         for name in sweeps_of(section):

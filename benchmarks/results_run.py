@@ -89,10 +89,9 @@ def prepare(b: Backbone, runs: Path, train: bool) -> dict | None:
 
 def method_runs(prep: dict, key: str, seeds: list[int]) -> dict:
     """One Phase-II run (`RUNS[key]`) over ``seeds`` on a prepared backbone: per-seed figures
-    and the command; a run with a bound twin is evaluated against it (classifier gap closed)."""
+    and the command; a run with a bound twin is evaluated against it (classifier gap closed:
+    `with_twins` puts the twin first)."""
     folder, twin = Path(prep["store"]).parent, TWIN.get(key) if prep["has_bound"] else None
-    if twin:
-        method_runs(prep, twin, seeds)
     figs = []
     for seed in seeds:
         out = folder / f"{key}-s{seed}.pt"
@@ -104,6 +103,11 @@ def method_runs(prep: dict, key: str, seeds: list[int]) -> dict:
     for old, new in ((f"--seed {seeds[-1]}", "--seed S"), (f"-s{seeds[-1]}.pt", "-sS.pt")):
         command = command.replace(old, new)
     return {"runs": figs, "command": command}
+
+
+def with_twins(keys: tuple[str, ...], prep: dict) -> list[str]:
+    """``keys`` with each one's bound twin just before it, when the store has a bound split."""
+    return [k for key in keys for k in ((TWIN[key],) if key in TWIN and prep["has_bound"] else ()) + (key,)]
 
 
 def swept(prep: dict, seeds: list[int]) -> dict:

@@ -183,3 +183,9 @@ def test_seeds_must_count_from_zero():
     with pytest.raises(SystemExit) as exc:
         results.main(["--seeds", "1", "2", "--no-train"])
     assert exc.value.code == 2
+
+
+def test_a_run_with_a_bound_twin_has_it_made_first_and_only_with_a_bound_split():
+    keys = ("none", "crt", "spatial")
+    assert results_run.with_twins(keys, {"has_bound": True}) == ["none", "crt-bound", "crt", "spatial-bound", "spatial"]
+    assert results_run.with_twins(keys, {"has_bound": False}) == list(keys)
