@@ -26,7 +26,7 @@ class Backbone:
     train: str             # every train-backbone option, in the order the stores were trained with
     label: str             # how the page names it
     minutes: int           # rough time to train it on the 2-core CPU (one torch thread, shared)
-    ceiling: bool = False  # the full balanced set: no left-out pool, so no bound split, no maps
+    ceiling: bool = False  # the full balanced set: no left-out pool, so no bound split
 
     def folder(self, runs: Path) -> Path:
         return runs / self.name
@@ -35,7 +35,7 @@ class Backbone:
         return ["train-backbone", *self.train.split(), "--out", str(self.folder(runs) / "backbone.pt")]
 
     def extract_args(self, runs: Path) -> list[str]:
-        keep = ["--no-spatial"] if self.ceiling else MAPS.split()
+        keep = [] if self.ceiling else MAPS.split()  # a ceiling: extract's defaults, as its store was made
         folder = self.folder(runs)
         return ["extract", str(folder / "backbone.pt"), *keep, "--out", str(folder / "features.h5")]
 
