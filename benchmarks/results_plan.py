@@ -79,6 +79,8 @@ BACKBONES = [
     recipe("recipes/label-smoothing", "label smoothing 0.1", 25, "--lr 0.1 --label-smoothing 0.1"),
     recipe("recipes/cutmix", "cutmix 1.0", 25, "--lr 0.1 --cutmix 1.0"),
     recipe("recipes/adamw", "AdamW (lr 1e-3, wd 0.05)", 25, "--lr 1e-3 --optimizer adamw --weight-decay 0.05"),
+    Backbone("recipes/ls-mixup", f"{STUDY} --imbalance 100 --loss ce {BOUND} --epochs 10 --lr 0.1 "
+             "--label-smoothing 0.1 --mixup 0.2", "label smoothing 0.1 + mixup 0.2", 25),  # queue4.sh's order
     recipe("recipes30/ce", "CE, 30 epochs", 75, "--lr 0.1", epochs=30),
 ]
 BY_NAME = {b.name: b for b in BACKBONES}

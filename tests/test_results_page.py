@@ -18,8 +18,9 @@ from results_sections import gap_split, recipe_rows, render  # noqa: E402
 RUNS = Path("runs/results")
 
 # The commands that trained and extracted the stores under /work/ltkit-runs/results (the
-# queue scripts of sessions 4-6; the ceiling extracted with extract's defaults), word for word: the page's commands must be these, so that
-# train-backbone and extract reuse those stores instead of training again.
+# queue scripts of sessions 4-6; the ceiling extracted with extract's defaults), word for
+# word: the page's commands must be these, so that train-backbone and extract reuse those
+# stores instead of training again.
 R = "--data fashion-mnist-lt --profile exp --arch resnet32 --batch-size 128 --lr 0.1 --seed 0"
 B10 = "--data fashion-mnist-lt --profile exp --arch resnet32 --batch-size 128 --seed 0 --epochs 10 --imbalance 100 " \
       "--loss ce --bound-per-class 500"
@@ -37,6 +38,9 @@ TRAINED = {
     "recipes/label-smoothing": f"{B10} --lr 0.1 --label-smoothing 0.1",
     "recipes/cutmix": f"{B10} --lr 0.1 --cutmix 1.0",
     "recipes/adamw": f"{B10} --lr 1e-3 --optimizer adamw --weight-decay 0.05",
+    "recipes/ls-mixup": "--data fashion-mnist-lt --profile exp --arch resnet32 --batch-size 128 --seed 0 "
+                        "--imbalance 100 --loss ce --bound-per-class 500 --epochs 10 --lr 0.1 --label-smoothing 0.1 "
+                        "--mixup 0.2",
     "recipes30/ce": B10.replace("--epochs 10", "--epochs 30") + " --lr 0.1",
 }
 
