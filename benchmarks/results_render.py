@@ -171,7 +171,8 @@ def ceilings(data: dict) -> list[str]:
         return []
     return ["## The ceiling", "", "CE on the full balanced training set (5,980 images per class once the "
             "validation images are out; same recipe, `--imbalance 1`, so no bound split), at 10 and at 30 epochs. "
-            "Its *tail* is measured on the IF 100 CE store's tail classes (`--table` of `if100-ce`), so it "
+            "Its *tail* is its mean per-class accuracy over the IF 100 CE store's tail classes (both from "
+            "`evaluate`'s per-class accuracies), so it "
             "compares with the IF 100 tables' tail column; its *many* is every class. Every *gap closed* on this "
             "page measures to the 10-epoch ceiling unless it says otherwise.", ""] + table(rows) + [""]
 

@@ -74,17 +74,30 @@ def prepare(b: Backbone, runs: Path, train: bool) -> dict | None:
         log(f"trained {b.name} in {time.time() - start:.0f} s")
     ltkit(*b.extract_args(runs), "--quiet")
     commands = [shown(*b.train_args(runs)), shown(*b.extract_args(runs))]
-    if b.ceiling:  # scored on the IF 100 CE store's tail classes, when that store is there
-        table = BY_NAME[CEILING_TAIL].folder(runs) / "table.pt"
-    else:
+    if not b.ceiling:  # a balanced set has no tail of its own (see `tail_of`)
         ltkit("confusing-classes", str(store), "--out", str(table), "--quiet")
         commands.append(shown("confusing-classes", str(store), "--out", str(table)))
-    on_table = ["--table", str(table)] if table.exists() else []
+    on_table = [] if b.ceiling else ["--table", str(table)]
     phase1 = evaluated(folder / "phase1.json", store, *on_table)
     val = evaluated(folder / "phase1.val.json", store, "--split", "val")
     commands.append(shown("evaluate", str(store), *on_table))
-    return {"name": b.name, "store": str(store), "table": str(table), "phase1": figures(phase1),
+    figs = figures(phase1)
+    if b.ceiling:
+        figs["tail"] = tail_of(phase1, BY_NAME[CEILING_TAIL].folder(runs) / "phase1.json")
+    return {"name": b.name, "store": str(store), "table": str(table), "phase1": figs,
             "val": figures(val)["balanced"], "has_bound": not b.ceiling, "commands": commands}
+
+
+def tail_of(result: dict, other: Path) -> float | None:
+    """A ceiling's accuracy (%) on the tail classes of another store's evaluation ``other``
+    (`CEILING_TAIL`'s Phase I): the mean of its per-class accuracies over those classes,
+    weighted by their test images (a table of another store is refused by evaluate)."""
+    if not other.exists():
+        return None
+    tail = {c["index"] for c in json.loads(other.read_text())["per_class"] if c.get("fsa") == "tail"}
+    rows = [c for c in result["per_class"] if c["index"] in tail]
+    images = sum(c["test_count"] for c in rows)
+    return 100.0 * sum(c["accuracy"] * c["test_count"] for c in rows) / images if images else None
 
 
 def method_runs(prep: dict, key: str, seeds: list[int]) -> dict:

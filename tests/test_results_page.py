@@ -3,6 +3,7 @@ arithmetic and every section, on made-up figures (nothing is trained or run here
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -193,3 +194,13 @@ def test_a_run_with_a_bound_twin_has_it_made_first_and_only_with_a_bound_split()
     keys = ("none", "crt", "spatial")
     assert results_run.with_twins(keys, {"has_bound": True}) == ["none", "crt-bound", "crt", "spatial-bound", "spatial"]
     assert results_run.with_twins(keys, {"has_bound": False}) == list(keys)
+
+
+def test_a_ceilings_tail_is_its_accuracy_on_the_if100_stores_tail_classes(tmp_path):
+    other = tmp_path / "phase1.json"
+    classes = [{"index": i, "fsa": "tail" if i >= 2 else "head", "test_count": 1000, "accuracy": 0.5} for i in range(4)]
+    other.write_text(json.dumps({"per_class": classes}))
+    ceiling = {"per_class": [{"index": i, "test_count": 1000 if i != 3 else 3000, "accuracy": a}
+                             for i, a in enumerate((0.1, 0.2, 0.9, 0.7))]}
+    assert results_run.tail_of(ceiling, other) == pytest.approx(100 * (0.9 * 1000 + 0.7 * 3000) / 4000)
+    assert results_run.tail_of(ceiling, tmp_path / "absent.json") is None
