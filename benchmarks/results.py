@@ -63,18 +63,19 @@ def update_readme(data: dict, readme: Path) -> None:
     readme.write_text(head + README_START + "\n" + "\n".join(rows) + "\n" + README_END + rest.split(README_END, 1)[1])
 
 
-def measure(args: argparse.Namespace) -> dict:
-    """Run every section's commands (reusing what is done); the figures, timed per section."""
+def measure(args: argparse.Namespace, page: Path) -> dict:
+    """Run every section's commands (reusing what is done), timed per section; after each, the
+    page holds what is measured so far (the sections still to come said to be left out) and
+    ``results.json`` every figure, so nothing is lost if a later section fails."""
     runs, seeds = Path(args.runs), args.seeds
-    data = {"seeds": seeds, "runs_folder": str(runs), "skipped": args.skip, "preps": {}, "runs": {}, "sweeps": {},
-            "seconds": {}}
+    todo = [s for s in SECTIONS if s not in args.skip]
+    data = {"seeds": seeds, "runs_folder": str(runs), "skipped": list(SECTIONS), "preps": {}, "runs": {},
+            "sweeps": {}, "seconds": {}}
     start = time.time()
     data["preps"] = {b.name: prepare(b, runs, args.train) for b in BACKBONES}
     data["seconds"]["backbones"] = time.time() - start
     done = {k: v for k, v in data["preps"].items() if v}
-    for section in SECTIONS:
-        if section in args.skip:
-            continue
+    for i, section in enumerate(todo):
         start = time.time()
         for name, keys in runs_of(section).items():
             for key in with_twins(keys, done[name]) if name in done else ():
@@ -84,8 +85,10 @@ def measure(args: argparse.Namespace) -> dict:
             if name in done and name not in data["sweeps"]:
                 data["sweeps"][name] = swept(done[name], seeds)
         data["seconds"][section] = time.time() - start
+        data["skipped"] = [s for s in SECTIONS if s not in todo[:i + 1]]
         log(f"results: section {section} in {data['seconds'][section]:.0f} s")
-        (runs / "results.json").write_text(json.dumps(data, indent=1))  # nothing lost if a later section fails
+        (runs / "results.json").write_text(json.dumps(data, indent=1))
+        page.write_text(render(data))
     return data
 
 
@@ -101,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seeds must be 0 1 ... N-1 (the sweep runs seeds 0..N-1), not {' '.join(map(str, args.seeds))}")
     os.chdir(ROOT)  # every path below, and in the page's commands, is relative to the repository
     Path(args.runs).mkdir(parents=True, exist_ok=True)
-    data = measure(args)
     out = Path(args.out)
+    data = measure(args, out)
     out.write_text(render(data))
     if out.resolve() == (ROOT / "docs" / "results.md").resolve() and not args.skip:
         update_readme(data, ROOT / "README.md")  # the headline quotes the repository's page only

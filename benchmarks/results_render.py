@@ -98,7 +98,8 @@ def header(data: dict) -> list[str]:
             "recipe, 10 epochs, on the full balanced training set) that a method closes; **classifier gap "
             "closed**: the share of the distance from Phase I to the same head's bound (that head trained on the "
             "bound split) — `ltkit evaluate CLF --bound BOUND_CLF`, `ltkit compare`.", ""] + \
-        ([f"Sections left out of this page (`--skip`): {', '.join(data['skipped'])}.", ""] if data["skipped"] else [])
+        ([f"Sections not on this page (left out with `--skip`, or not measured yet): {', '.join(data['skipped'])}.",
+          ""] if data["skipped"] else [])
 
 
 def phase2_sections(data: dict) -> list[str]:

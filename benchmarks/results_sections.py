@@ -108,7 +108,7 @@ def recipe_rows(data: dict) -> list[dict]:
 
 def recipes_section(data: dict) -> list[str]:
     rows = recipe_rows(data)
-    if len(rows) < 2:
+    if len(rows) < 2 or "recipes" in data["skipped"]:
         return []
     out = ["## Phase-I recipes (IF 100)", "",
            "Each recipe alone on the CE backbone (`train-backbone` options in the commands below; 10 epochs unless "
