@@ -105,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)  # every path below, and in the page's commands, is relative to the repository
     Path(args.runs).mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
-    data = measure(args, out)
+    try:
+        data = measure(args, out)
+    except RuntimeError as exc:  # one ltkit command failed: its command and its own error, no traceback
+        log(f"error: {exc}")
+        return 1
     out.write_text(render(data))
     if out.resolve() == (ROOT / "docs" / "results.md").resolve() and not args.skip:
         update_readme(data, ROOT / "README.md")  # the headline quotes the repository's page only
