@@ -129,15 +129,23 @@ def swept(prep: dict, seeds: list[int]) -> dict:
     out = Path(prep["store"]).parent / "sweep"
     args = ["sweep", prep["table"], "--seeds", str(len(seeds)), "--out", str(out)]
     ltkit(*args, "--quiet")
-    result = json.loads((out / "sweep.json").read_text())
+    summary = sweep_summary(json.loads((out / "sweep.json").read_text()))
+    return summary | {"markdown": (out / "sweep.md").read_text().strip(), "command": shown(*args)}
+
+
+def sweep_summary(result: dict) -> dict:
+    """From a sweep.json: the chosen method, its test rank, and its and cRT's test figures (%;
+    None for a group the sweep has no figure for, such as an empty few split)."""
     rows = {m["method"]: m["summary"] for m in result["methods"]}
-    pct = lambda row, k: None if row is None or row[k]["mean"] is None else 100.0 * row[k]["mean"]  # noqa: E731
     chosen = result["chosen"]
-    pick, crt = rows[chosen["method"]], rows.get("class-balanced-crt")
+
+    def pct(row: dict | None) -> dict:
+        values = {k: ((row or {}).get(k) or {}).get("mean") for k in FIGURES}
+        return {k: None if v is None else 100.0 * v for k, v in values.items()}
+
     return {"chosen": chosen["method"], "test_rank": chosen["test_rank"], "ranked": chosen["ranked"],
-            "selected_on": result["selection"]["compared_on"],
-            "pick": {k: pct(pick, k) for k in FIGURES}, "crt": {k: pct(crt, k) for k in FIGURES},
-            "markdown": (out / "sweep.md").read_text().strip(), "command": shown(*args)}
+            "selected_on": result["selection"]["compared_on"], "pick": pct(rows[chosen["method"]]),
+            "crt": pct(rows.get("class-balanced-crt"))}
 
 
 def log(message: str) -> None:

@@ -204,3 +204,13 @@ def test_a_ceilings_tail_is_its_accuracy_on_the_if100_stores_tail_classes(tmp_pa
                              for i, a in enumerate((0.1, 0.2, 0.9, 0.7))]}
     assert results_run.tail_of(ceiling, other) == pytest.approx(100 * (0.9 * 1000 + 0.7 * 3000) / 4000)
     assert results_run.tail_of(ceiling, tmp_path / "absent.json") is None
+
+
+def test_a_sweep_summary_takes_a_missing_group_as_no_figure():
+    row = lambda b: {"balanced": {"mean": b, "std": 0.0}, "overall": {"mean": b, "std": 0.0}}  # noqa: E731
+    methods = [("phase1", 0.8), ("class-balanced-crt", 0.85), ("wb", 0.86)]
+    result = {"methods": [{"method": m, "summary": row(b)} for m, b in methods],
+              "chosen": {"method": "wb", "test_rank": 1, "ranked": 2}, "selection": {"compared_on": "bound"}}
+    s = results_run.sweep_summary(result)
+    assert s["pick"]["balanced"] == pytest.approx(86.0) and s["pick"]["few"] is None
+    assert s["crt"]["balanced"] == pytest.approx(85.0) and (s["chosen"], s["test_rank"]) == ("wb", 1)
