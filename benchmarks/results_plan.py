@@ -82,6 +82,11 @@ BACKBONES = [
     Backbone("recipes/ls-mixup", f"{STUDY} --imbalance 100 --loss ce {BOUND} --epochs 10 --lr 0.1 "
              "--label-smoothing 0.1 --mixup 0.2", "label smoothing 0.1 + mixup 0.2", 25),  # queue4.sh's order
     recipe("recipes30/ce", "CE, 30 epochs", 75, "--lr 0.1", epochs=30),
+    # the bound's choice at 10 epochs (cRT on bound), then 30 epochs at IF 100 and IF 1000 (queue5/6.sh)
+    Backbone("recipes30/label-smoothing", f"{STUDY} --loss ce {BOUND} --imbalance 100 --epochs 30 --lr 0.1 "
+             "--label-smoothing 0.1", "label smoothing 0.1, 30 epochs", 75),
+    Backbone("recipes30/if1000-label-smoothing", f"{STUDY} --loss ce {BOUND} --imbalance 1000 --epochs 30 --lr 0.1 "
+             "--label-smoothing 0.1", "label smoothing 0.1, 30 epochs, IF 1000", 60),
 ]
 BY_NAME = {b.name: b for b in BACKBONES}
 
@@ -106,8 +111,10 @@ LOSSES = ("if100-ce", "if100-focal", "if100-cb", "if100-ldam-drw", "if100-balanc
 SYSTEM = ("if100-ce", "if100-ldam-drw", "if100-scl-ldam", "if100-scl-rsg-ldam")
 FSA_ON = ("if100-ldam-drw", "if100-scl-ldam", "if100-scl-rsg-ldam")  # FSA after each system
 BOUND_ON = ("if100-ce-4ep", "if100-ce", "if1000-ce-4ep", "if1000-ce", "if100-balanced-softmax")
-SWEEP_ON = ("if100-ce", "if1000-ce", "if100-balanced-softmax")  # the sweep's whole table on the page
-RECIPES = ("if100-ce", *(b.name for b in BACKBONES if b.name.startswith(("recipes/", "recipes30/"))))
+# the sweep's whole table on the page: the CE stores, the best Phase-I loss, the best recipe at IF 1000
+SWEEP_ON = ("if100-ce", "if1000-ce", "if100-balanced-softmax", "recipes30/if1000-label-smoothing")
+RECIPES = ("if100-ce", *(b.name for b in BACKBONES if b.name.startswith(("recipes/", "recipes30/"))
+                         and "if1000" not in b.name))  # the IF 100 recipe table
 CEILINGS = {10: "full-ce", 30: "full-ce-30ep"}  # by epochs
 CEILING_TAIL = "if100-ce"  # a balanced set has no tail of its own: the ceilings' tail is this store's
 SECTIONS = ("bound", "sweep", "phase2", "recipes")  # what --skip may leave out

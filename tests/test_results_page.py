@@ -43,6 +43,12 @@ TRAINED = {
                         "--imbalance 100 --loss ce --bound-per-class 500 --epochs 10 --lr 0.1 --label-smoothing 0.1 "
                         "--mixup 0.2",
     "recipes30/ce": B10.replace("--epochs 10", "--epochs 30") + " --lr 0.1",
+    "recipes30/label-smoothing": "--data fashion-mnist-lt --profile exp --arch resnet32 --batch-size 128 --seed 0 "
+                                 "--loss ce --bound-per-class 500 --imbalance 100 --epochs 30 --lr 0.1 "
+                                 "--label-smoothing 0.1",
+    "recipes30/if1000-label-smoothing": "--data fashion-mnist-lt --profile exp --arch resnet32 --batch-size 128 "
+                                        "--seed 0 --loss ce --bound-per-class 500 --imbalance 1000 --epochs 30 "
+                                        "--lr 0.1 --label-smoothing 0.1",
 }
 
 
