@@ -27,10 +27,11 @@ Which point wins (`pick`):
 
 The choice is made with one seed (`SELECTION_SEED`) whatever the run's seed, so every seed
 of a sweep trains with the same options; and it is remembered for the process, so a sweep
-pays for it once per method. Without a validation split the first point is taken (FSA: off),
-with a warning. The points tried, their validation accuracies and (with an off point) each
-one's gain over the reference and its standard error are recorded in the classifier
-artifact (``options["auto_choice"]``).
+pays for it once per method. Without a validation split the first augmenting point is taken
+(never FSA's off point: there is nothing to measure a gain against), with a warning. The
+points tried, their validation accuracies and (with an off point) each one's gain over the
+reference and its standard error are recorded in the classifier artifact
+(``options["auto_choice"]``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from ltkit.errors import ConfigError
 from ltkit.methods import CLASSIFIERS, get_method
 from ltkit.registry import check_choice
 from ltkit.runoptions import RUN_FIELDS, RunOptions
-from ltkit.spatial_head import SpatialHeadConfig
+from ltkit.spatial_head import BLOCK_BEFORE, SpatialHeadConfig
 
 SCHEDULES = choices.FINETUNE_SCHEDULES
 TRAIN_SPLITS = choices.TRAIN_ON  # bound: the empirical classification bound (DisAlign)
@@ -29,7 +29,7 @@ RESOLVED_HEAD = ("head_depth", "head_width", "head_block")
 # what `resolved` fills in from the method's defaults and a rerun must find unchanged
 SCHEDULE_OPTIONS = ("iterations", "lr", "schedule", "batch_size", *RESOLVED_HEAD)
 # a saved spatial artifact's resolved value where it predates the option
-BEFORE = {"head_block": "conv"}
+BEFORE = {"head_block": BLOCK_BEFORE}
 # the nested AugmentConfig's fields under their flat option names (the artifact's options)
 BATCH_OPTIONS = {f.name: ("views" if f.name == "use_views" else f.name) for f in dataclasses.fields(AugmentConfig)}
 
@@ -192,7 +192,8 @@ class FinetuneConfig:
         same request can mean another run once a default changed (la-loss's epochs did)."""
         if not get_method(self.classifier).trains:
             return None
-        now = self.resolved(num_train, nf).to_options()
+        with console.quietly():  # its notes belong to the run, if one follows
+            now = self.resolved(num_train, nf).to_options()
         spatial = {k: v for k, v in BEFORE.items() if saved.get("head", "linear") != "linear"}
         was = {k: saved.get(k, spatial.get(k)) for k in SCHEDULE_OPTIONS if k in saved or k in spatial}
         was_opts, now_opts = saved.get("method_options") or {}, now.get("method_options") or {}
@@ -200,8 +201,8 @@ class FinetuneConfig:
                 if k not in self.method_options and k in was_opts and v != AUTO}
         now = now | {f"method option {k}": v for k, v in now_opts.items()}
         diff = [f"{k} {v} then, {now.get(k)} now" for k, v in was.items() if v != now.get(k)]
-        return f"ran another schedule than these options give now ({'; '.join(diff)}: a default " \
-               "changed since)" if diff else None
+        return f"ran another schedule than these options give now ({'; '.join(diff)}: a default changed " \
+               "since, or an option resolved otherwise)" if diff else None
 
     def replace(self, **changes: Any) -> FinetuneConfig:
         """A copy with options changed by their flat names (``tau_s=0.7``, ``device="cpu"``)."""

@@ -33,6 +33,7 @@ from ltkit.registry import Registry
 # a head with a fresh final layer (crt's), chosen on the bound split (ltkit.choices)
 DEPTH, WIDTH, BLOCK = SPATIAL_FRESH["depth"], SPATIAL_FRESH["width"], SPATIAL_FRESH["block"]
 BLOCKS: Registry[type[nn.Module]] = Registry("head block", declared=SPATIAL_BLOCKS)
+BLOCK_BEFORE = "conv"  # the blocks of a head saved before --head-block existed
 
 
 @dataclass
@@ -69,8 +70,11 @@ class ConvBlock(nn.Module):
             nn.init.zeros_(self.bn.weight)  # the block starts as the identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn(self.conv(x))  # (B, C_out, H, W)
+        out = self.bn(self.mix(x))  # (B, C_out, H, W)
         return torch.relu(out + x) if self.residual else torch.relu(out)
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
 
     def convs(self) -> list[nn.Conv2d]:
         return [self.conv]
@@ -86,9 +90,8 @@ class SeparableBlock(ConvBlock):
         super().__init__(c_in, c_out, 1, zero_init)  # self.conv: the 1x1
         self.depthwise = nn.Conv2d(c_in, c_in, kernel, padding=kernel // 2, groups=c_in, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn(self.conv(self.depthwise(x)))  # (B, C_out, H, W)
-        return torch.relu(out + x) if self.residual else torch.relu(out)
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.depthwise(x))
 
     def convs(self) -> list[nn.Conv2d]:
         return [self.depthwise, self.conv]
@@ -147,7 +150,7 @@ class SpatialHead(nn.Module):
 
     @classmethod
     def from_head_state(cls, final: Classifier, state: dict[str, Any]) -> SpatialHead:
-        config = {"block": "conv"} | state["config"]  # an artifact of before: full conv blocks
+        config = {"block": BLOCK_BEFORE} | state["config"]  # an artifact of before: full conv blocks
         head = cls(int(state["channels"]), final.num_classes, SpatialHeadConfig(**config), final)
         head.blocks.load_state_dict(state["blocks"])  # strict: a missing or extra tensor is refused
         return head
